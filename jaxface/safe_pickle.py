@@ -19,6 +19,10 @@ import scipy.sparse
 from jaxface.errors import ModelFormatError
 
 
+class RefusedGlobal(pickle.UnpicklingError):
+  """The pickle names a global outside the allow-list (possibly malicious)."""
+
+
 class _Holder:
   """Inert stand-in for a pickled object: records its class tag and its state."""
 
@@ -49,8 +53,15 @@ def _torch_placeholder(*args, **kwargs):
 def _reconstructor(cls, base=object, state=None):
   """`copy_reg._reconstructor` / `copyreg.__newobj__`, limited to the holders."""
   if not (isinstance(cls, type) and issubclass(cls, _Holder)) or base is not object:
-    raise pickle.UnpicklingError(f"refusing to construct {cls!r}")
+    raise RefusedGlobal(f"refusing to construct {cls!r}")
   return cls()
+
+
+def _latin1_encode(text, encoding="latin1"):
+  """`_codecs.encode` as Python 3 writes array bytes in protocol 2; latin1 only."""
+  if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+    raise RefusedGlobal(f"refusing _codecs.encode with {encoding!r}")
+  return text.encode("latin1")
 
 
 def _newobj(cls, *args):
@@ -75,6 +86,7 @@ _ALLOWED = {
     ("chumpy.ch", "Ch"): _ChumpyHolder,
     ("chumpy.reordering", "Select"): _ChumpyHolder,
     ("collections", "OrderedDict"): dict,
+    ("_codecs", "encode"): _latin1_encode,
     ("builtins", "set"): set,
     ("__builtin__", "set"): set,
     # DECA's landmark_embedding.npy holds torch tensors beside the numpy arrays we read.
@@ -93,7 +105,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
     try:
       return _ALLOWED[(module, name)]
     except KeyError:
-      raise pickle.UnpicklingError(f"refusing global {module}.{name}") from None
+      raise RefusedGlobal(f"refusing global {module}.{name}") from None
 
 
 def _convert(obj):
@@ -152,8 +164,9 @@ def load(path: str | os.PathLike, expected: str, *, npy: bool = False):
         np.lib.format.read_array_header_2_0(stream)
       data = data[stream.tell():]
     return loads(data)
-  except pickle.UnpicklingError as e:
+  except RefusedGlobal as e:
     raise ModelFormatError(f"{path}: not a safe {expected} pickle ({e})") from None
-  except (EOFError, ValueError, TypeError, IndexError, AttributeError) as e:
+  except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError,
+          AttributeError, KeyError) as e:
     raise ModelFormatError(f"{path}: truncated or corrupt pickle, expected {expected} "
                            f"({type(e).__name__}: {e})") from None
