@@ -4,3 +4,5 @@ from jaxface.morphable.model import (MorphableModel, Skinning, albedo, decode, l
                                      region_weights, vertex_normals, PRNET_REGION_WEIGHTS,
                                      REGION_NAMES)
 from jaxface.morphable.bfm_sim import default_model
+from jaxface.morphable.flame import decode_posed
+from jaxface.morphable.loaders import load_model
