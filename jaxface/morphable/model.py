@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxface.geometry import vertex_normals  # re-exported: part of the model API
+
 # Region labels of `MorphableModel.region` and PRNet's loss weights for them
 # (landmarks : eyes-nose-mouth : other face : neck/ears = 16 : 4 : 3 : 0).
 REGION_LANDMARK, REGION_EYES_NOSE_MOUTH, REGION_FACE, REGION_NECK_EARS = 0, 1, 2, 3
@@ -152,25 +154,6 @@ def region_weights(model: MorphableModel,
                    weights: tuple[float, ...] = PRNET_REGION_WEIGHTS) -> jax.Array:
   """[V] per-vertex loss weights from the region labels (default PRNet 16:4:3:0)."""
   return jnp.asarray(weights, jnp.float32)[model.region]
-
-
-def vertex_normals(vertices: jax.Array, triangles: jax.Array) -> jax.Array:
-  """Area-weighted unit vertex normals, outward for counter-clockwise triangles.
-
-  Args:
-    vertices: [..., V, 3].
-    triangles: [F, 3] int32.
-  Returns:
-    [..., V, 3] unit normals; isolated vertices get (0, 0, 0) without NaN gradients.
-  """
-  a, b, c = (vertices[..., triangles[:, i], :] for i in range(3))
-  face_normals = jnp.cross(b - a, c - a)  # length = 2 x area: area weighting
-  summed = jnp.zeros_like(vertices)
-  for i in range(3):
-    summed = summed.at[..., triangles[:, i], :].add(face_normals)
-  squared = jnp.sum(summed * summed, axis=-1, keepdims=True)
-  safe = jnp.where(squared > 1e-20, squared, 1.0)
-  return jnp.where(squared > 1e-20, summed * jax.lax.rsqrt(safe), 0.0)
 
 
 def to_numpy(model: MorphableModel) -> dict[str, np.ndarray]:
