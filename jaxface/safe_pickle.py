@@ -36,8 +36,12 @@ class _ChumpyHolder(_Holder):
   kind = "chumpy"
 
 
-class _SparseHolder(_Holder):
-  kind = "sparse"
+class _CscHolder(_Holder):
+  kind = "csc"
+
+
+class _CsrHolder(_Holder):
+  kind = "csr"
 
 
 class _TorchHolder(_Holder):
@@ -95,8 +99,8 @@ _ALLOWED = {
 }
 for _module in ("scipy.sparse.csc", "scipy.sparse._csc", "scipy.sparse.csr",
                 "scipy.sparse._csr", "scipy.sparse.compressed", "scipy.sparse._compressed"):
-  for _name in ("csc_matrix", "csr_matrix"):
-    _ALLOWED[(_module, _name)] = _SparseHolder
+  _ALLOWED[(_module, "csc_matrix")] = _CscHolder
+  _ALLOWED[(_module, "csr_matrix")] = _CsrHolder
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -123,15 +127,15 @@ def _convert(obj):
     if not isinstance(value, np.ndarray):
       raise pickle.UnpicklingError("chumpy object without an array value 'x'")
     return value
-  if isinstance(obj, _SparseHolder):
+  if isinstance(obj, (_CscHolder, _CsrHolder)):
     state = _convert(obj.state) if isinstance(obj.state, dict) else {}
     try:
       shape = tuple(state.get("_shape") or state["shape"])
       parts = (state["data"], state["indices"], state["indptr"])
     except KeyError as e:
       raise pickle.UnpicklingError(f"sparse matrix without field {e}") from None
-    fmt = state.get("format", "csc")
-    cls = scipy.sparse.csr_matrix if fmt == "csr" else scipy.sparse.csc_matrix
+    # The class named in the pickle decides the layout (new scipy omits "format").
+    cls = scipy.sparse.csr_matrix if obj.kind == "csr" else scipy.sparse.csc_matrix
     return cls(parts, shape=shape)
   return obj
 

@@ -227,20 +227,20 @@ def smooth_albedo_basis(vertices: np.ndarray, num_functions: int = 20) -> np.nda
   return np.stack(columns, axis=-1).astype(np.float32)
 
 
-def check_scale(landmark_points: np.ndarray, name: str) -> None:
+def check_scale(landmark_points: np.ndarray, source: str) -> None:
   """Raises if the outer-eye-corner distance is not a human one in mm (40-160 mm).
 
   Catches metres/µm left unconverted and landmark indices of another topology.
   """
   distance = float(np.linalg.norm(landmark_points[36] - landmark_points[45]))
   if not 40.0 <= distance <= 160.0:
-    raise ModelFormatError(f"{name}: outer eye corners are {distance:.4g} units apart, "
+    raise ModelFormatError(f"{source}: outer eye corners are {distance:.4g} units apart, "
                            "expected 40-160 mm: wrong units or landmark indices")
 
 
 def complete_model(*, mean, shape_basis, expression_basis, triangles, landmark_vertices,
                    landmark_bary=None, albedo_mean=None, albedo_basis=None, uv=None,
-                   skinning=None, name="", licence="") -> model_lib.MorphableModel:
+                   skinning=None, name="", licence="", source="") -> model_lib.MorphableModel:
   """Builds a `MorphableModel`, deriving what the source lacks.
 
   Args:
@@ -251,6 +251,7 @@ def complete_model(*, mean, shape_basis, expression_basis, triangles, landmark_v
     albedo_mean, albedo_basis: [V, 3] and [V, 3, Ka] in [0, 1]; default smooth space.
     uv: [V, 2]; default spherical unwrap.
     skinning: `model.to_numpy`'s skin_* arrays for articulated models.
+    source: the file the model came from, named in errors.
   Raises:
     ModelFormatError: if the landmarks show the wrong units (see `check_scale`).
   """
@@ -261,7 +262,7 @@ def complete_model(*, mean, shape_basis, expression_basis, triangles, landmark_v
     landmark_bary = np.tile(np.array([1.0, 0.0, 0.0], np.float32), (len(landmark_vertices), 1))
   landmark_bary = np.asarray(landmark_bary, np.float32)
   landmark_points = np.einsum("lcd,lc->ld", mean[landmark_vertices], landmark_bary)
-  check_scale(landmark_points, name)
+  check_scale(landmark_points, str(source or name))
   nearest = landmark_vertices[np.arange(len(landmark_vertices)), landmark_bary.argmax(axis=1)]
   centre = unwrap_centre(landmark_points)
   if albedo_mean is None:

@@ -24,6 +24,7 @@ import json
 import os
 import pathlib
 import struct
+import zipfile
 
 import numpy as np
 import scipy.io
@@ -144,7 +145,7 @@ def load_bfm2009(path, *, exp_pca=None, landmarks=None) -> model_lib.MorphableMo
   return build.complete_model(
       mean=mean - mean.mean(axis=0), shape_basis=shape, expression_basis=expression,
       albedo_mean=albedo_mean, albedo_basis=albedo_basis, triangles=triangles,
-      landmark_vertices=indices, name="bfm2009", licence=BFM2009_LICENCE)
+      landmark_vertices=indices, name="bfm2009", source=path, licence=BFM2009_LICENCE)
 
 
 def _read_guo_expressions(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
@@ -196,7 +197,7 @@ def load_deng(path) -> model_lib.MorphableModel:
       expression_basis=_as_basis(data["exBase"]) * 100.0,
       albedo_mean=_as_vertices(data["meantex"]) / 255.0,
       albedo_basis=_as_basis(data["texBase"]) / 255.0, triangles=triangles,
-      landmark_vertices=indices, name="deng_bfm_front", licence=DENG_LICENCE)
+      landmark_vertices=indices, name="deng_bfm_front", source=path, licence=DENG_LICENCE)
 
 
 def _h5_part(h5, group: str, path):
@@ -236,7 +237,7 @@ def load_bfm2017(path, *, landmarks) -> model_lib.MorphableModel:
   return build.complete_model(
       mean=mean - mean.mean(axis=0), shape_basis=shape, expression_basis=expression,
       albedo_mean=albedo_mean, albedo_basis=albedo_basis, triangles=triangles,
-      landmark_vertices=indices, name="bfm2017", licence=BFM2017_LICENCE)
+      landmark_vertices=indices, name="bfm2017", source=path, licence=BFM2017_LICENCE)
 
 
 def _flame_embedding(path, triangles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -247,8 +248,12 @@ def _flame_embedding(path, triangles: np.ndarray) -> tuple[np.ndarray, np.ndarra
   path = pathlib.Path(path)
   _require_file(path, "FLAME landmark embedding (.npy from DECA or .npz)")
   if path.suffix == ".npz":
-    with np.load(path, allow_pickle=False) as data:
-      faces, bary = data["faces"], data["bary"]
+    try:
+      with np.load(path, allow_pickle=False) as data:
+        faces, bary = data["faces"], data["bary"]
+    except _NPZ_ERRORS as e:
+      raise _fail(path, f"not an .npz embedding with faces [68] and bary [68, 3] "
+                  f"({type(e).__name__}: {e})") from None
   else:
     data = safe_pickle.load(path, "DECA landmark_embedding.npy", npy=True)
     if not isinstance(data, dict) or "full_lmk_faces_idx" not in data:
@@ -290,7 +295,7 @@ def load_flame(path, *, landmarks) -> model_lib.MorphableModel:
   return build.complete_model(
       mean=template, shape_basis=directions[..., :num_shape],
       expression_basis=directions[..., num_shape:], triangles=triangles,
-      landmark_vertices=corners, landmark_bary=bary, skinning=skinning, name="flame",
+      landmark_vertices=corners, landmark_bary=bary, skinning=skinning, name="flame", source=path,
       licence=FLAME_LICENCE)
 
 
@@ -302,6 +307,17 @@ def _digest(paths) -> str:
       for chunk in iter(lambda: f.read(1 << 20), b""):
         digest.update(chunk)
   return digest.hexdigest()[:16]
+
+
+_NPZ_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
+
+
+def _read_npz(path: pathlib.Path) -> model_lib.MorphableModel:
+  try:
+    with np.load(path, allow_pickle=False) as arrays:
+      return model_lib.from_numpy(arrays)
+  except _NPZ_ERRORS as e:
+    raise _fail(path, f"not a jaxface model .npz ({type(e).__name__}: {e})") from None
 
 
 def detect_format(path) -> str:
@@ -345,17 +361,19 @@ def load_model(spec="bfm_sim", *, landmarks=None, exp_pca=None,
   kind = detect_format(path)
   if kind == "npz":
     _require_file(path, "a jaxface model .npz")
-    try:
-      with np.load(path, allow_pickle=False) as arrays:
-        return model_lib.from_numpy(arrays)
-    except (OSError, ValueError, KeyError) as e:
-      raise _fail(path, f"not a jaxface model .npz ({e})") from None
+    return _read_npz(path)
   _require_file(path, f"a {kind} model file")
-  sources = [p for p in (path, landmarks, exp_pca) if p is not None]
+  sources = [pathlib.Path(p) for p in (path, landmarks, exp_pca) if p is not None]
+  if exp_pca is not None:  # Guo's basis is read with its two companion files
+    sources += [sources[-1].parent / "std_exp.txt", sources[-1].parent / "BFM_exp_idx.mat"]
+  for source in sources:
+    _require_file(source, f"an input of the {kind} model")
   cached = assets.cache_dir() / "models" / f"{kind}_{_digest(sources)}.npz"
   if use_cache and cached.is_file():
-    with np.load(cached, allow_pickle=False) as arrays:
-      return model_lib.from_numpy(arrays)
+    try:
+      return _read_npz(cached)
+    except ModelFormatError as e:  # a damaged cache entry is rebuilt, not fatal
+      assets.log(f"rebuilding the cached model ({e})")
   if kind == "bfm2009":
     result = load_bfm2009(path, exp_pca=exp_pca, landmarks=landmarks)
   elif kind == "deng":
