@@ -2,7 +2,7 @@
 
 Stage 1 (`visibility`, no gradients) is a scatter z-buffer with static shapes: each
 triangle tests the pixel centres of its screen bounding box through a fixed window
-(`Capacity`: a small window for every triangle, a larger one for a fixed number of
+(`Capacity`: a small window for every triangle, larger ones for fixed numbers of
 bigger triangles); a triangle that fits neither is not drawn and is counted in
 `Fragments.overflow` (never silently: `check_overflow` warns or raises). The nearest
 candidate per pixel wins (scatter-min of depth, then the largest triangle id among
@@ -47,28 +47,34 @@ class Fragments:
 class Capacity:
   """Static sizes of the visibility stage (see `default_capacity`).
 
-  Every triangle tests the pixel centres of a `small` x `small` window at its box
-  corner; up to `large_count` triangles whose box is bigger test a `large` x `large`
-  window instead. Triangles beyond either limit are not drawn and are counted.
+  `tiers` is a tuple of (window, count) pairs with growing windows: a triangle
+  whose screen box has side s is drawn by the first tier with window >= s, which
+  tests the window x window pixel centres at its box corner; a tier holds at most
+  `count` triangles (the first tier holds all). Triangles larger than the last
+  window, or beyond a tier's count, are not drawn and are counted as overflow.
   """
-  small: int = flax.struct.field(pytree_node=False, default=2)
-  large: int = flax.struct.field(pytree_node=False, default=4)
-  large_count: int = flax.struct.field(pytree_node=False, default=1024)
+  tiers: tuple = flax.struct.field(pytree_node=False, default=((2, None), (4, 1024)))
 
 
 def default_capacity(num_triangles: int, image_size: tuple[int, int]) -> Capacity:
-  """Window sizes for a mesh whose visible half fills at most the image.
+  """Window tiers for a mesh whose visible half fills at most the image.
 
-  Visible triangles then average A = 2·H·W/F pixels. The large window takes boxes
-  of up to sqrt(8·A) + 1 pixels a side (clipped to [3, 32]); dense meshes (A <= 2
-  px, e.g. the face models at 224 px) rarely exceed 2x2 boxes, so only an eighth of
-  the triangles may use it; coarser meshes may all use it.
+  Visible triangles then average A = 2·H·W/F pixels. Dense meshes (A <= 2 px, the
+  face models at 224 px) rarely exceed 2x2 boxes: one 2-pixel tier for all and a
+  sqrt(8A)+1 tier for an eighth of them. Coarser meshes get a middle tier of side
+  sqrt(2A)+1 for half the triangles and a top tier of side sqrt(8A)+1 for a third.
+  Windows are clipped to [3, 32].
   """
   height, width = image_size
-  mean_area = 2.0 * height * width / max(num_triangles, 1)
-  large = int(min(max(math.ceil(math.sqrt(8.0 * mean_area)) + 1, 3), 32))
-  count = num_triangles if mean_area > 2.0 else max(1024, math.ceil(num_triangles / 8))
-  return Capacity(small=2, large=large, large_count=min(count, num_triangles))
+  area = 2.0 * height * width / max(num_triangles, 1)
+  side = lambda scale: int(min(max(math.ceil(math.sqrt(scale * area)) + 1, 3), 32))
+  fraction = lambda f: min(num_triangles, max(256, math.ceil(num_triangles * f)))
+  if area <= 2.0:
+    return Capacity(tiers=((2, None), (side(8.0), fraction(1 / 8))))
+  middle, top = side(2.0), side(8.0)
+  if middle >= top:
+    return Capacity(tiers=((2, None), (top, num_triangles)))
+  return Capacity(tiers=((2, None), (middle, fraction(1 / 2)), (top, fraction(1 / 3))))
 
 
 def edge_function(u: jax.Array, v: jax.Array, p: jax.Array) -> jax.Array:
@@ -145,18 +151,21 @@ def visibility(xy: jax.Array, depth: jax.Array, triangles: jax.Array, *,
                    jnp.array([width - 1, height - 1]))
   side = jnp.max(hi - lo + 1, axis=1)
   drawable &= side > 0
-  small = drawable & (side <= capacity.small)
-  wants_large = drawable & (side > capacity.small) & (side <= capacity.large)
-  large_index = jnp.nonzero(wants_large, size=capacity.large_count, fill_value=0)[0]
-  large_slots = jnp.arange(capacity.large_count) < jnp.sum(wants_large)
-  overflow = (jnp.sum(drawable & (side > capacity.large))
-              + jnp.maximum(jnp.sum(wants_large) - capacity.large_count, 0))
   common = dict(a=a, b=b, c=c, da=da, db=db, dc=dc, area=area, lo=lo, hi=hi,
                 width=width, perspective=perspective)
-  parts = [_window_candidates(jnp.arange(num_triangles), capacity.small, draw=small, **common)]
-  if capacity.large_count:
-    draw_large = jnp.zeros_like(drawable).at[large_index].max(large_slots)
-    parts.append(_window_candidates(large_index, capacity.large, draw=draw_large, **common))
+  parts, overflow, smaller = [], jnp.zeros((), jnp.int32), 0
+  for window, count in capacity.tiers:
+    wants = drawable & (side > smaller) & (side <= window)
+    if count is None or count >= num_triangles:
+      parts.append(_window_candidates(jnp.arange(num_triangles), window, draw=wants, **common))
+    else:
+      index = jnp.nonzero(wants, size=count, fill_value=0)[0]
+      slots = jnp.arange(count) < jnp.sum(wants)
+      draw = jnp.zeros_like(wants).at[index].max(slots)
+      parts.append(_window_candidates(index, window, draw=draw, **common))
+      overflow += jnp.maximum(jnp.sum(wants) - count, 0)
+    smaller = window
+  overflow += jnp.sum(drawable & (side > smaller))
   flat, z, ids = (jnp.concatenate(x) for x in zip(*parts))
   flat = jnp.minimum(flat, height * width)
   nearest = jnp.full((height * width + 1,), jnp.inf, z.dtype).at[flat].min(z)
@@ -244,7 +253,7 @@ def check_overflow(fragments: Fragments, policy: str = "warn") -> int:
   total = int(np.asarray(fragments.overflow).sum())
   if total and policy != "ignore":
     message = (f"rasterizer overflow: {total} triangles did not fit the visibility "
-               "windows and were not drawn; pass a larger `Capacity` (large, large_count)")
+               "windows and were not drawn; pass a `Capacity` with larger tiers")
     if policy == "raise":
       raise RuntimeError(message)
     warnings.warn(message, RuntimeWarning, stacklevel=2)

@@ -67,7 +67,7 @@ def test_background_is_minus_one_and_backfaces_cull():
 
 def test_overflow_is_counted_and_reported():
   xy, depth, triangles = _sphere_views(batch=2, size=64)
-  tiny = render.Capacity(small=1, large=2, large_count=4)
+  tiny = render.Capacity(tiers=((1, None), (2, 4)))
   fragments = _rasterize(xy, depth, triangles, image_size=(64, 64), capacity=tiny)
   assert np.all(np.asarray(fragments.overflow) > 0)
   with pytest.warns(RuntimeWarning, match="overflow"):
