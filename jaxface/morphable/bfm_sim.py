@@ -26,7 +26,7 @@ from jaxface.morphable import model as model_lib
 
 VARIANTS = ("full", "front")
 # Bump when the build changes so stale caches are rebuilt, never reused.
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 
 
 def _cache_path(variant: str) -> pathlib.Path:

@@ -26,7 +26,8 @@ INNER_LIPS = np.arange(60, 68)
 # Front crop (fixed here so variants and region labels agree): keep what lies
 # FRONT_DEPTH_MM in front of the jaw-contour ends (iBUG 0 and 16, near the ears) or
 # within FRONT_CONTOUR_MM of a contour landmark, no further out sideways than the
-# contour plus 2 mm (this drops the ears), and above the chin minus 10 mm (no neck).
+# contour at the same height plus 2 mm (this drops the ears), and above the chin
+# minus 10 mm (no neck).
 FRONT_DEPTH_MM = 20.0
 FRONT_CONTOUR_MM = 12.0
 
@@ -101,7 +102,11 @@ def front_mask(vertices: np.ndarray, landmark_points: np.ndarray) -> np.ndarray:
   contour = landmark_points[JAW]
   near_contour = scipy.spatial.cKDTree(contour).query(vertices)[0] < FRONT_CONTOUR_MM
   in_front = vertices[:, 2] > contour[[0, -1], 2].mean() + FRONT_DEPTH_MM
-  inside_sides = np.abs(vertices[:, 0]) < np.abs(contour[:, 0]).max() + 2.0
+  # The contour's half-width at each height (held constant above and below it): the
+  # ears stick out sideways beyond it.
+  order = np.argsort(contour[:, 1])
+  half_width = np.interp(vertices[:, 1], contour[order, 1], np.abs(contour[order, 0]))
+  inside_sides = np.abs(vertices[:, 0]) < half_width + 2.0
   above_neck = vertices[:, 1] > contour[8, 1] - 10.0
   return (in_front | near_contour) & inside_sides & above_neck
 
