@@ -213,7 +213,8 @@ def barycentrics(xy: jax.Array, depth: jax.Array, triangles: jax.Array,
 
 def rasterize(xy: jax.Array, depth: jax.Array, triangles: jax.Array, *,
               image_size: tuple[int, int], capacity: Capacity | None = None,
-              cull_backfaces: bool = True, perspective: bool = True) -> Fragments:
+              cull_backfaces: bool = True, perspective: bool = True,
+              on_overflow: str = "warn") -> Fragments:
   """Rasterizes a batch of projected meshes sharing one topology.
 
   Args:
@@ -223,6 +224,8 @@ def rasterize(xy: jax.Array, depth: jax.Array, triangles: jax.Array, *,
     capacity: static window sizes; default `default_capacity(F, image_size)`.
     cull_backfaces: draw only triangles facing the camera.
     perspective: perspective-correct interpolation (False for orthographic cameras).
+    on_overflow: "warn", "raise" or "ignore": checked on the host through a debug
+      callback, so it works under jit, shard_map and pmap (see `check_overflow`).
   Returns:
     `Fragments` with leading batch dimension B.
   """
@@ -237,7 +240,20 @@ def rasterize(xy: jax.Array, depth: jax.Array, triangles: jax.Array, *,
     return Fragments(triangle_id=ids, bary=bary, depth=z,
                      mask=(ids >= 0).astype(xy.dtype), overflow=overflow)
 
-  return jax.vmap(one)(xy, depth)
+  fragments = jax.vmap(one)(xy, depth)
+  if on_overflow != "ignore":
+    jax.debug.callback(lambda overflow: _report_overflow(int(np.sum(overflow)), on_overflow),
+                       fragments.overflow)
+  return fragments
+
+
+def _report_overflow(total: int, policy: str) -> None:
+  if total and policy != "ignore":
+    message = (f"rasterizer overflow: {total} triangles did not fit the visibility "
+               "windows and were not drawn; pass a `Capacity` with larger tiers")
+    if policy == "raise":
+      raise RuntimeError(message)
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 def check_overflow(fragments: Fragments, policy: str = "warn") -> int:
@@ -251,10 +267,5 @@ def check_overflow(fragments: Fragments, policy: str = "warn") -> int:
     RuntimeError: with policy "raise" when any triangle overflowed.
   """
   total = int(np.asarray(fragments.overflow).sum())
-  if total and policy != "ignore":
-    message = (f"rasterizer overflow: {total} triangles did not fit the visibility "
-               "windows and were not drawn; pass a `Capacity` with larger tiers")
-    if policy == "raise":
-      raise RuntimeError(message)
-    warnings.warn(message, RuntimeWarning, stacklevel=2)
+  _report_overflow(total, policy)
   return total

@@ -50,7 +50,7 @@ def render(vertices: jax.Array, topology: Topology, camera: camera_lib.Camera, *
            albedo: Optional[jax.Array] = None, texture: Optional[jax.Array] = None,
            uv: Optional[jax.Array] = None, light=None, background: Optional[jax.Array] = None,
            edge_antialias: bool = True, cull_backfaces: bool = True,
-           capacity: Optional[Capacity] = None) -> RenderOutput:
+           capacity: Optional[Capacity] = None, on_overflow: str = "warn") -> RenderOutput:
   """Renders a batch of meshes sharing one topology.
 
   Args:
@@ -65,6 +65,7 @@ def render(vertices: jax.Array, topology: Topology, camera: camera_lib.Camera, *
     edge_antialias: apply `antialias` to image and mask (silhouette gradients).
     cull_backfaces: draw only triangles facing the camera.
     capacity: rasterizer window sizes; default from the mesh and image size.
+    on_overflow: "warn", "raise" or "ignore" when triangles were not drawn.
   Returns:
     `RenderOutput`.
   """
@@ -72,7 +73,7 @@ def render(vertices: jax.Array, topology: Topology, camera: camera_lib.Camera, *
   xy, depth = camera_lib.project(camera, vertices)
   fragments = rasterize(xy, depth, triangles, image_size=camera.image_size, capacity=capacity,
                         cull_backfaces=cull_backfaces,
-                        perspective=camera.kind == "perspective")
+                        perspective=camera.kind == "perspective", on_overflow=on_overflow)
   if texture is not None:
     colour = sample_texture(texture, interpolate(fragments, triangles, uv))
   elif albedo is not None:

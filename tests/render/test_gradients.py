@@ -107,7 +107,9 @@ def test_no_nan_gradients_on_degenerate_and_edge_on_triangles():
   light = render.ambient_sh(0.8)[None].at[:, 2].set(0.3)
 
   def loss(v, l, c):
-    out = render.render(v, topology, camera, albedo=c, light=l, cull_backfaces=False)
+    out = render.render(v, topology, camera, albedo=c, light=l, cull_backfaces=False,
+                        capacity=render.Capacity(tiers=((2, None), (SIZE, 64))),
+                        on_overflow="raise")
     return jnp.sum(out.image) + jnp.sum(out.mask) + 1e-3 * jnp.sum(out.depth)
 
   grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(jnp.asarray(vertices), light, colours)

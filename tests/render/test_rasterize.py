@@ -9,8 +9,8 @@ from jaxface import render
 from tests.render import reference
 
 # Jitted once per static configuration: eager op-by-op dispatch is slow on CPU.
-_rasterize = jax.jit(render.rasterize, static_argnames=("image_size", "capacity",
-                                                        "cull_backfaces", "perspective"))
+_rasterize = jax.jit(render.rasterize, static_argnames=(
+    "image_size", "capacity", "cull_backfaces", "perspective", "on_overflow"))
 
 
 def _sphere_views(batch=3, size=32, perspective=True):
@@ -68,8 +68,14 @@ def test_background_is_minus_one_and_backfaces_cull():
 def test_overflow_is_counted_and_reported():
   xy, depth, triangles = _sphere_views(batch=2, size=64)
   tiny = render.Capacity(tiers=((1, None), (2, 4)))
-  fragments = _rasterize(xy, depth, triangles, image_size=(64, 64), capacity=tiny)
+  with pytest.warns(RuntimeWarning, match="overflow"):  # reported from inside jit
+    fragments = _rasterize(xy, depth, triangles, image_size=(64, 64), capacity=tiny)
+    jax.effects_barrier()
   assert np.all(np.asarray(fragments.overflow) > 0)
+  with pytest.raises(Exception, match="overflow"):
+    jax.block_until_ready(_rasterize(xy, depth, triangles, image_size=(64, 64), capacity=tiny,
+                                     on_overflow="raise"))
+    jax.effects_barrier()
   with pytest.warns(RuntimeWarning, match="overflow"):
     render.check_overflow(fragments, "warn")
   with pytest.raises(RuntimeError, match="overflow"):
