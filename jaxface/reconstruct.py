@@ -34,6 +34,9 @@ from jaxface import render
 from jaxface.errors import JaxfaceError
 
 TEXTURE_SIZE = 1024
+# Jitted once per process: eager rendering dispatches thousands of small ops.
+_render = jax.jit(render.render, static_argnames=("edge_antialias", "cull_backfaces",
+                                                  "capacity", "on_overflow"))
 
 
 def dlib_identity(params, images, landmarks):
@@ -75,8 +78,8 @@ def _texture(model, params, crop, photo, topology):
   vertices = fit.posed_vertices(model, params)
   camera = fit.camera_for(params, size)
   albedo = morphable.albedo(model, params["albedo"])
-  out = render.render(vertices, topology, camera, albedo=albedo[None], light=params["light"],
-                      edge_antialias=False)
+  out = _render(vertices, topology, camera, albedo=albedo[None], light=params["light"],
+                edge_antialias=False)
   xy, depth = render.project(camera, vertices)
   normals = jnp.einsum("bij,bvj->bvi", camera.rotation,
                        morphable.vertex_normals(vertices, model.triangles))
@@ -117,6 +120,17 @@ def _write_mesh_set(folder, stem, model, shape, expression, texture) -> None:
                     "\n".join(f"{x:.4f} {y:.4f} {z:.4f}" for x, y, z in landmarks) + "\n")
 
 
+@jax.jit
+def _identity_cosine(identity_params, photo_embedding, crop_image, landmarks, rendered, mask):
+  """Cosine between the photo chip's embedding and that of the render composited over
+  the photo by the face mask (the fit's identity measure). Shapes: [1, ...]."""
+  from jaxface import losses  # pylint: disable=import-outside-toplevel
+  face = (mask * rendered.mask)[..., None]
+  composite = rendered.image * face + crop_image * (1 - face)
+  return 1.0 - losses.identity_loss(photo_embedding,
+                                    dlib_identity(identity_params, composite, landmarks))[0]
+
+
 def _reprojection(model, params, crop) -> tuple[np.ndarray, float]:
   predicted = np.asarray(fit.projected_landmarks(model, params, crop.image.shape[:2])[0])
   interocular = np.linalg.norm(crop.landmarks[36:42].mean(0) - crop.landmarks[42:48].mean(0))
@@ -124,7 +138,7 @@ def _reprojection(model, params, crop) -> tuple[np.ndarray, float]:
   return predicted, float(error / max(interocular, 1e-6))
 
 
-def _params_json(model, params, crop, result, reprojection, t) -> str:
+def _params_json(model, params, crop, result, reprojection, cosine, t) -> str:
   tolist = lambda x: np.asarray(x).round(6).tolist()
   return json.dumps({
       "model": model.name, "source": crop.source,
@@ -138,6 +152,7 @@ def _params_json(model, params, crop, result, reprojection, t) -> str:
                  "distance_mm": fit.fitting.CAMERA_DISTANCE_MM},
       "crop_transform": tolist(crop.transform),
       "landmark_error_over_interocular": round(reprojection, 5),
+      "identity_cosine": None if cosine is None else round(cosine, 5),
       "final_losses": {k: round(float(v[-1]), 6) for k, v in result.history.items()},
       "fit_seconds": round(result.seconds, 3)}, indent=1)
 
@@ -154,6 +169,7 @@ class Summary:
   failures: int = 0
   seconds: float = 0.0
   reprojection: list = dataclasses.field(default_factory=list)
+  identity_cosine: list = dataclasses.field(default_factory=list)
 
 
 def reconstruct(paths, out_dir, *, model_spec="bfm_sim_front", multi_frame=False,
@@ -200,7 +216,8 @@ def reconstruct(paths, out_dir, *, model_spec="bfm_sim_front", multi_frame=False
   batches = [groups] if multi_frame and groups else [[g] for g in groups]
   for batch in batches:
     crops = [crop for _, _, crop in batch]
-    result = fit.fit(model, _targets(crops, identity_params), config=config,
+    targets = _targets(crops, identity_params)
+    result = fit.fit(model, targets, config=config,
                      identity_fn=dlib_identity if use_identity else None,
                      identity_params=identity_params, topology=topology)
     folder = pathlib.Path(tempfile.mkdtemp(prefix=".jaxface-", dir=out_dir))
@@ -210,12 +227,20 @@ def reconstruct(paths, out_dir, *, model_spec="bfm_sim_front", multi_frame=False
         texture, rendered = _texture(model, params, crop, photo, topology)
         predicted, reprojection = _reprojection(model, params, crop)
         summary.reprojection.append(reprojection)
+        cosine = None
+        if identity_params is not None:
+          cosine = float(_identity_cosine(identity_params, targets.identity[t:t + 1],
+                                          targets.images[t:t + 1], targets.landmarks[t:t + 1],
+                                          rendered, targets.masks[t:t + 1]))
+          summary.identity_cosine.append(cosine)
         _write_mesh_set(folder, stem, model, params["shape"], params["expression"][0], texture)
         export.write_text(folder / f"{stem}_params.json",
-                          _params_json(model, result.params, crop, result, reprojection, t))
+                          _params_json(model, result.params, crop, result, reprojection, cosine, t))
         export.write_png(folder / f"{stem}_overlay.png", _overlay(crop, rendered, predicted))
+        identity_note = "" if cosine is None else f", identity cosine {cosine:.3f}"
         log(f"  {stem}: landmark error {100 * reprojection:.2f}% of the inter-ocular "
-            f"distance, fit {result.seconds:.1f} s (+{result.compile_seconds:.1f} s compile)")
+            f"distance{identity_note}, fit {result.seconds:.1f} s "
+            f"(+{result.compile_seconds:.1f} s compile)")
       if multi_frame:
         stem, photo, crop = batch[0]
         texture, _ = _texture(model, _frame(result.params, 0), crop, photo, topology)

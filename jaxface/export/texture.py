@@ -6,6 +6,9 @@ import numpy as np
 
 from jaxface import render
 
+_rasterize = jax.jit(render.rasterize, static_argnames=(
+    "image_size", "capacity", "cull_backfaces", "perspective", "on_overflow"))
+
 
 def bilinear_sample(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
   """Samples an [H, W, C] image at [N, 2] pixel coordinates (centres at +0.5), clamped."""
@@ -55,13 +58,13 @@ def unwrap_texture(uv: np.ndarray, triangles: np.ndarray, photo: np.ndarray,
   """
   uv = np.asarray(uv, np.float32)
   screen = np.stack([uv[:, 0] * size, (1.0 - uv[:, 1]) * size], -1)[None]
-  fragments = render.rasterize(jnp.asarray(screen), jnp.ones((1, uv.shape[0])),
+  fragments = _rasterize(jnp.asarray(screen), jnp.ones((1, uv.shape[0])),
                                jnp.asarray(triangles, jnp.int32), image_size=(size, size),
                                capacity=render.capacity_for(screen, triangles, (size, size)),
                                cull_backfaces=False, perspective=False, on_overflow="raise")
   attributes = np.concatenate([photo_xy, visibility[:, None], albedo], -1).astype(np.float32)
-  texel = np.asarray(render.interpolate(fragments, jnp.asarray(triangles, jnp.int32),
-                                        jnp.asarray(attributes)))[0]
+  texel = np.asarray(jax.jit(render.interpolate)(fragments, jnp.asarray(triangles, jnp.int32),
+                                                 jnp.asarray(attributes)))[0]
   covered = np.asarray(fragments.triangle_id[0]) >= 0
   flat = texel.reshape(-1, attributes.shape[1])
   colours = bilinear_sample(photo, flat[:, :2])
