@@ -55,7 +55,13 @@ def check_output_dir(out_dir: pathlib.Path) -> None:
     raise JaxfaceError(f"{out_dir}: output directory is not writable ({e.strerror})") from None
 
 
-def _targets(crops, identity_params) -> fit.FitTargets:
+def fit_targets(crops, identity_params) -> fit.FitTargets:
+  """`FitTargets` from aligned crops: images, landmarks, face masks, photo embeddings.
+
+  Args:
+    crops: `preprocess.Crop`s of one size. identity_params: dlib ResNet params, or None
+      (zero embeddings; the identity term must then be off).
+  """
   images = np.stack([c.image for c in crops]).astype(np.float32)
   landmarks = np.stack([c.landmarks for c in crops]).astype(np.float32)
   masks = np.stack([preprocess.face_mask(c.landmarks, c.image.shape[0]) for c in crops])
@@ -93,7 +99,9 @@ def _texture(model, params, crop, photo, topology):
                                size=TEXTURE_SIZE), out
 
 
-def _overlay(crop, rendered, predicted) -> np.ndarray:
+def overlay_image(crop, rendered, predicted) -> np.ndarray:
+  """[H, W, 3] uint8: the render blended over the crop, detected landmarks green,
+  fitted ones red."""
   image = np.asarray(crop.image)
   mask = np.asarray(rendered.mask[0])[..., None]
   blend = image * (1 - 0.7 * mask) + 0.7 * mask * np.clip(np.asarray(rendered.image[0]), 0, 1)
@@ -121,7 +129,7 @@ def _write_mesh_set(folder, stem, model, shape, expression, texture) -> None:
 
 
 @jax.jit
-def _identity_cosine(identity_params, photo_embedding, crop_image, landmarks, rendered, mask):
+def identity_cosine(identity_params, photo_embedding, crop_image, landmarks, rendered, mask):
   """Cosine between the photo chip's embedding and that of the render composited over
   the photo by the face mask (the fit's identity measure). Shapes: [1, ...]."""
   from jaxface import losses  # pylint: disable=import-outside-toplevel
@@ -131,7 +139,8 @@ def _identity_cosine(identity_params, photo_embedding, crop_image, landmarks, re
                                     dlib_identity(identity_params, composite, landmarks))[0]
 
 
-def _reprojection(model, params, crop) -> tuple[np.ndarray, float]:
+def landmark_reprojection(model, params, crop) -> tuple[np.ndarray, float]:
+  """(fitted landmarks [68, 2] in crop pixels, mean error / inter-ocular distance)."""
   predicted = np.asarray(fit.projected_landmarks(model, params, crop.image.shape[:2])[0])
   interocular = np.linalg.norm(crop.landmarks[36:42].mean(0) - crop.landmarks[42:48].mean(0))
   error = np.linalg.norm(predicted - crop.landmarks, axis=-1).mean()
@@ -216,7 +225,7 @@ def reconstruct(paths, out_dir, *, model_spec="bfm_sim_front", multi_frame=False
   batches = [groups] if multi_frame and groups else [[g] for g in groups]
   for batch in batches:
     crops = [crop for _, _, crop in batch]
-    targets = _targets(crops, identity_params)
+    targets = fit_targets(crops, identity_params)
     result = fit.fit(model, targets, config=config,
                      identity_fn=dlib_identity if use_identity else None,
                      identity_params=identity_params, topology=topology)
@@ -225,18 +234,19 @@ def reconstruct(paths, out_dir, *, model_spec="bfm_sim_front", multi_frame=False
       for t, (stem, photo, crop) in enumerate(batch):
         params = _frame(result.params, t)
         texture, rendered = _texture(model, params, crop, photo, topology)
-        predicted, reprojection = _reprojection(model, params, crop)
+        predicted, reprojection = landmark_reprojection(model, params, crop)
         summary.reprojection.append(reprojection)
         cosine = None
         if identity_params is not None:
-          cosine = float(_identity_cosine(identity_params, targets.identity[t:t + 1],
+          cosine = float(identity_cosine(identity_params, targets.identity[t:t + 1],
                                           targets.images[t:t + 1], targets.landmarks[t:t + 1],
                                           rendered, targets.masks[t:t + 1]))
           summary.identity_cosine.append(cosine)
         _write_mesh_set(folder, stem, model, params["shape"], params["expression"][0], texture)
         export.write_text(folder / f"{stem}_params.json",
                           _params_json(model, result.params, crop, result, reprojection, cosine, t))
-        export.write_png(folder / f"{stem}_overlay.png", _overlay(crop, rendered, predicted))
+        export.write_png(folder / f"{stem}_overlay.png",
+                         overlay_image(crop, rendered, predicted))
         identity_note = "" if cosine is None else f", identity cosine {cosine:.3f}"
         log(f"  {stem}: landmark error {100 * reprojection:.2f}% of the inter-ocular "
             f"distance{identity_note}, fit {result.seconds:.1f} s "

@@ -111,7 +111,7 @@ def test_multi_frame_identity_lies_within_the_spread_of_single_fits(front_model)
            for i, image in enumerate(_copies())]
   config = dataclasses.replace(fit.FitConfig(), steps=120)
   run = lambda group: np.asarray(fit.fit(
-      front_model, reconstruct._targets(group, identity_params), config=config,  # pylint: disable=protected-access
+      front_model, reconstruct.fit_targets(group, identity_params), config=config,
       identity_fn=reconstruct.dlib_identity, identity_params=identity_params,
       topology=topology).params["shape"])
   singles = np.stack([run([c]) for c in crops])
