@@ -119,3 +119,21 @@ def test_multi_frame_identity_lies_within_the_spread_of_single_fits(front_model)
   centre = singles.mean(0)
   spread = np.linalg.norm(singles - centre, axis=1).mean()
   assert np.linalg.norm(joint - centre) < spread
+
+
+def test_multi_frame_cli_writes_shared_identity_and_per_frame_files(tmp_path, capsys):
+  for i, image in enumerate(_copies()[:2]):
+    Image.fromarray((image * 255).astype(np.uint8)).save(tmp_path / f"frame{i}.png")
+  out = tmp_path / "out"
+  status = cli.main(["reconstruct", str(tmp_path / "frame0.png"), str(tmp_path / "frame1.png"),
+                     "--multi-frame", "--steps", "12", "--no-identity", "--out", str(out)])
+  assert status == 0, capsys.readouterr().err
+  names = {p.name for p in out.iterdir()}
+  expected = {f"frame{i}{s}" for i in range(2) for s in OUTPUTS}
+  expected |= {"identity.obj", "identity.mtl", "identity_neutral.obj", "identity_neutral.mtl",
+               "identity_lmk68.txt", "identity_texture.png"}
+  assert names == expected
+  shapes = [json.loads((out / f"frame{i}_params.json").read_text())["shape"] for i in range(2)]
+  assert shapes[0] == shapes[1]  # one identity for both frames
+  neutral = [np.loadtxt(out / f"{stem}_lmk68.txt") for stem in ("frame0", "identity")]
+  np.testing.assert_allclose(neutral[0], neutral[1], atol=1e-3)

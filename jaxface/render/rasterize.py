@@ -267,8 +267,11 @@ def rasterize(xy: jax.Array, depth: jax.Array, triangles: jax.Array, *,
 
   fragments = jax.vmap(one)(xy, depth)
   if on_overflow != "ignore":
-    jax.debug.callback(lambda overflow: _report_overflow(int(np.sum(overflow)), on_overflow),
-                       fragments.overflow)
+    # The callback converts to numpy before summing: a jax op inside a callback can
+    # deadlock with eager work on the main thread.
+    jax.debug.callback(
+        lambda overflow: _report_overflow(int(np.asarray(overflow).sum()), on_overflow),
+        fragments.overflow)
   return fragments
 
 
