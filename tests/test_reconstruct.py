@@ -5,7 +5,6 @@ import os
 import pathlib
 
 import numpy as np
-import pytest
 import skimage.data
 import trimesh
 from PIL import Image

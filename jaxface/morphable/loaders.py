@@ -20,8 +20,6 @@ All models are recentred on their mean shape's centroid and converted to mm.
 """
 
 import hashlib
-import json
-import os
 import pathlib
 import struct
 import zipfile

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxface.geometry import vertex_normals  # re-exported: part of the model API
+from jaxface.geometry import vertex_normals  # noqa: F401  (re-exported: part of the model API)
 
 # Region labels of `MorphableModel.region` and PRNet's loss weights for them
 # (landmarks : eyes-nose-mouth : other face : neck/ears = 16 : 4 : 3 : 0).

@@ -1,7 +1,5 @@
 """dlib face-recognition ResNet port: weights parser, descriptors and chips against dlib."""
 
-import os
-import pathlib
 
 import jax
 import jax.numpy as jnp
