@@ -96,3 +96,13 @@ def test_shard_map_and_pmap_match_the_single_device_result():
   single = jax.grad(loss(jax.jit(fn)), argnums=2)(points, camera.rotation, light)
   multi = jax.grad(loss(sharded), argnums=2)(points, camera.rotation, light)
   np.testing.assert_allclose(np.asarray(multi), np.asarray(single), rtol=1e-4, atol=1e-4)
+
+
+def test_vmap_over_groups_matches_one_batch():
+  points, topology, camera, colours, light = _batch(4)
+  fn = _render_fn(topology, colours)
+  image, mask = jax.jit(fn)(points, camera.rotation, light)
+  group = lambda x: x.reshape((2, 2) + x.shape[1:])
+  image_v, mask_v = jax.jit(jax.vmap(fn))(group(points), group(camera.rotation), group(light))
+  np.testing.assert_allclose(np.asarray(image_v).reshape(image.shape), np.asarray(image), atol=1e-5)
+  np.testing.assert_allclose(np.asarray(mask_v).reshape(mask.shape), np.asarray(mask), atol=1e-5)
