@@ -61,8 +61,8 @@ def default_capacity(num_triangles: int, image_size: tuple[int, int]) -> Capacit
 
   Visible triangles then average A = 2·H·W/F pixels. Dense meshes (A <= 2 px, the
   face models at 224 px) rarely exceed 2x2 boxes: one 2-pixel tier for all, a
-  sqrt(8A)+1 tier for an eighth of them, a sqrt(64A)+1 tier for 512 and a 32 tier
-  for 64. Coarser meshes get a middle tier of side
+  sqrt(8A)+1 tier for an eighth of them, a sqrt(64A)+1 tier for 256 and a 24-pixel
+  tier for 32 slivers (long edge-on triangles at silhouettes of close-up faces). Coarser meshes get a middle tier of side
   sqrt(2A)+1 for half the triangles and a top tier of side sqrt(8A)+1 for a third.
   Windows are clipped to [3, 32].
   """
@@ -71,8 +71,8 @@ def default_capacity(num_triangles: int, image_size: tuple[int, int]) -> Capacit
   side = lambda scale: int(min(max(math.ceil(math.sqrt(scale * area)) + 1, 3), 32))
   fraction = lambda f: min(num_triangles, max(256, math.ceil(num_triangles * f)))
   if area <= 2.0:  # small upper tiers absorb close-ups and long edge-on slivers
-    return Capacity(tiers=((2, None), (side(8.0), fraction(1 / 8)), (side(64.0), 512),
-                           (32, 64)))
+    return Capacity(tiers=((2, None), (side(8.0), fraction(1 / 8)), (side(64.0), 256),
+                           (24, 32)))
   middle, top = side(2.0), side(8.0)
   if middle >= top:
     return Capacity(tiers=((2, None), (top, num_triangles)))
