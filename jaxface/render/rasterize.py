@@ -61,8 +61,9 @@ def default_capacity(num_triangles: int, image_size: tuple[int, int]) -> Capacit
 
   Visible triangles then average A = 2·H·W/F pixels. Dense meshes (A <= 2 px, the
   face models at 224 px) rarely exceed 2x2 boxes: one 2-pixel tier for all, a
-  sqrt(8A)+1 tier for an eighth of them, a sqrt(64A)+1 tier for 256 and a 24-pixel
-  tier for 32 slivers (long edge-on triangles at silhouettes of close-up faces). Coarser meshes get a middle tier of side
+  sqrt(8A)+1 tier for an eighth of them, a sqrt(64A)+1 tier for 256, and 16 px x 128
+  and 32 px x 16 tiers for slivers (stretched lips of strong expressions, edge-on
+  triangles at silhouettes of close-ups). Coarser meshes get a middle tier of side
   sqrt(2A)+1 for half the triangles and a top tier of side sqrt(8A)+1 for a third.
   Windows are clipped to [3, 32].
   """
@@ -72,7 +73,7 @@ def default_capacity(num_triangles: int, image_size: tuple[int, int]) -> Capacit
   fraction = lambda f: min(num_triangles, max(256, math.ceil(num_triangles * f)))
   if area <= 2.0:  # small upper tiers absorb close-ups and long edge-on slivers
     return Capacity(tiers=((2, None), (side(8.0), fraction(1 / 8)), (side(64.0), 256),
-                           (24, 32)))
+                           (16, 128), (32, 16)))
   middle, top = side(2.0), side(8.0)
   if middle >= top:
     return Capacity(tiers=((2, None), (top, num_triangles)))
