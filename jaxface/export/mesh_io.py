@@ -4,27 +4,12 @@ Every writer writes to a temporary file beside the target and renames it into
 place, so a crash never leaves a half-written file.
 """
 
-import contextlib
-import os
 import pathlib
-import tempfile
 
 import numpy as np
 from PIL import Image
 
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike):
-  """Yields a temporary path in the target's folder; renames it onto `path` on success."""
-  path = pathlib.Path(path)
-  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-  os.close(fd)
-  try:
-    yield pathlib.Path(tmp)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
+from jaxface.files import atomic_path
 
 
 def write_obj(path, vertices: np.ndarray, triangles: np.ndarray, *, uv: np.ndarray | None = None,

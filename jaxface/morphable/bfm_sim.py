@@ -12,13 +12,12 @@ frame and the coefficient meaning: "full" (all 53215 vertices, ~99k triangles fr
 spherical-unwrap Delaunay) and "front" (ears, neck and back cut; ~40k vertices).
 """
 
-import os
 import pathlib
-import tempfile
 
 import numpy as np
 
 from jaxface import assets
+from jaxface import files
 from jaxface import safe_pickle
 from jaxface.errors import ModelFormatError
 from jaxface.morphable import build
@@ -81,15 +80,7 @@ def crop_front(full: model_lib.MorphableModel, name: str) -> model_lib.Morphable
 
 def save_npz(model: model_lib.MorphableModel, path: pathlib.Path) -> None:
   """Writes a model as `.npz` atomically (temp file, then rename)."""
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-  try:
-    with os.fdopen(fd, "wb") as f:
-      np.savez(f, **model_lib.to_numpy(model))
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
+  files.save_npz(path, **model_lib.to_numpy(model))
 
 
 def default_model(variant: str = "full") -> model_lib.MorphableModel:

@@ -32,7 +32,6 @@ entry in `RECOGNITION_NETS`; callers pick one by name (a config string).
 import dataclasses
 import os
 import pathlib
-import tempfile
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -42,6 +41,7 @@ import numpy as np
 from flax import traverse_util
 
 from jaxface import assets
+from jaxface import files
 from jaxface.errors import ModelFormatError
 from jaxface.nets import dlib_format
 
@@ -288,17 +288,9 @@ def _read_cache(path: pathlib.Path, source_digest: str) -> dict[str, np.ndarray]
 
 
 def _write_cache(path: pathlib.Path, flat: dict[str, np.ndarray], source_digest: str) -> None:
-  """Writes the npz atomically (temporary file in the same folder + os.replace)."""
-  path.parent.mkdir(parents=True, exist_ok=True)
-  handle, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
-  try:
-    with os.fdopen(handle, "wb") as f:
-      np.savez(f, __source_sha256__=np.array(source_digest),
-               __cache_version__=np.array(str(CACHE_VERSION)), **flat)
-    os.replace(tmp, path)
-  except BaseException:
-    pathlib.Path(tmp).unlink(missing_ok=True)
-    raise
+  """Writes the npz atomically, tagged with the source digest and cache version."""
+  files.save_npz(path, __source_sha256__=np.array(source_digest),
+                 __cache_version__=np.array(str(CACHE_VERSION)), **flat)
 
 
 def load_dlib_params(path: str | os.PathLike | None = None) -> dict:

@@ -1,0 +1,33 @@
+"""Atomic file writing: write a temporary file beside the target, then rename it.
+
+One home for the pattern every cache and export uses, so a crash or a full disk
+never leaves a half-written file under the final name.
+"""
+
+import contextlib
+import os
+import pathlib
+import tempfile
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike):
+  """Yields a temporary path in the target's folder; renames it onto `path` on success."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+  os.close(fd)
+  try:
+    yield pathlib.Path(tmp)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+
+
+def save_npz(path: str | os.PathLike, **arrays) -> None:
+  """`np.savez` to `path`, atomically."""
+  with atomic_path(path) as tmp, open(tmp, "wb") as f:
+    np.savez(f, **arrays)
