@@ -118,11 +118,11 @@ def _write_mesh_set(folder, stem, model, shape, expression, texture) -> None:
   header = (f"jaxface reconstruction ({model.name}); millimetres, x right, y up, "
             "z towards the camera")
   export.write_png(folder / f"{stem}_texture.png", texture)
-  for suffix, expr in (("", expression), ("_neutral", jnp.zeros_like(expression))):
-    vertices = np.asarray(morphable.decode(model, shape, expr))
-    export.write_obj(folder / f"{stem}{suffix}.obj", vertices, triangles, uv=uv,
-                     texture_png=f"{stem}_texture.png", material=f"{stem}{suffix}", header=header)
   neutral = morphable.decode(model, shape, jnp.zeros_like(expression))
+  posed = morphable.decode(model, shape, expression)
+  for suffix, vertices in (("", posed), ("_neutral", neutral)):
+    export.write_obj(folder / f"{stem}{suffix}.obj", np.asarray(vertices), triangles, uv=uv,
+                     texture_png=f"{stem}_texture.png", material=f"{stem}{suffix}", header=header)
   landmarks = np.asarray(morphable.landmarks_3d(model, neutral))
   export.write_text(folder / f"{stem}_lmk68.txt",
                     "\n".join(f"{x:.4f} {y:.4f} {z:.4f}" for x, y, z in landmarks) + "\n")
@@ -231,9 +231,11 @@ def reconstruct(paths, out_dir, *, model_spec="bfm_sim_front", multi_frame=False
                      identity_params=identity_params, topology=topology)
     folder = pathlib.Path(tempfile.mkdtemp(prefix=".jaxface-", dir=out_dir))
     try:
+      textures = []
       for t, (stem, photo, crop) in enumerate(batch):
         params = _frame(result.params, t)
         texture, rendered = _texture(model, params, crop, photo, topology)
+        textures.append(texture)
         predicted, reprojection = landmark_reprojection(model, params, crop)
         summary.reprojection.append(reprojection)
         cosine = None
@@ -251,11 +253,9 @@ def reconstruct(paths, out_dir, *, model_spec="bfm_sim_front", multi_frame=False
         log(f"  {stem}: landmark error {100 * reprojection:.2f}% of the inter-ocular "
             f"distance{identity_note}, fit {result.seconds:.1f} s "
             f"(+{result.compile_seconds:.1f} s compile)")
-      if multi_frame:
-        stem, photo, crop = batch[0]
-        texture, _ = _texture(model, _frame(result.params, 0), crop, photo, topology)
+      if multi_frame:  # the shared identity takes the first frame's texture
         _write_mesh_set(folder, "identity", model, result.params["shape"],
-                        jnp.zeros(model.num_expression), texture)
+                        jnp.zeros(model.num_expression), textures[0])
       _commit(folder, out_dir)
     finally:
       shutil.rmtree(folder, ignore_errors=True)
