@@ -5,6 +5,7 @@ never leaves a half-written file under the final name.
 """
 
 import contextlib
+import json
 import os
 import pathlib
 import tempfile
@@ -31,3 +32,9 @@ def save_npz(path: str | os.PathLike, **arrays) -> None:
   """`np.savez` to `path`, atomically."""
   with atomic_path(path) as tmp, open(tmp, "wb") as f:
     np.savez(f, **arrays)
+
+
+def write_json(path: str | os.PathLike, value) -> None:
+  """JSON (indented, UTF-8) to `path`, atomically."""
+  with atomic_path(path) as tmp:
+    tmp.write_text(json.dumps(value, indent=1) + "\n", encoding="utf-8")

@@ -1,0 +1,8 @@
+"""Synthetic faces with exact ground truth (the data issue's generator; numpy + jaxface.render).
+
+`jaxface synth` writes them as TFRecord shards through `data_pipelines.synthetic`.
+"""
+
+from jaxface.synth.generate import (Generator, generate_identity, make_generator,
+                                    neutral_vertices, render_frames, uv_fragments)
+from jaxface.synth.scene import CAMERA_DISTANCE_MM, FOCAL_AT_224, SynthConfig
