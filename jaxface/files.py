@@ -20,6 +20,10 @@ def atomic_path(path: str | os.PathLike):
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
   os.close(fd)
+  # mkstemp creates owner-only files; give the result the permissions open() would.
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(tmp, 0o666 & ~umask)
   try:
     yield pathlib.Path(tmp)
     os.replace(tmp, path)

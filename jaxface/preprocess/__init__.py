@@ -8,3 +8,5 @@ from jaxface.preprocess.align import (Crop, align_crop, alignment_transform, app
 from jaxface.preprocess.detect import FaceBox, FaceNotFoundError, detect_faces, landmarks_68
 from jaxface.preprocess.image_io import ImageError, load_image
 from jaxface.preprocess.mask import face_mask, face_polygon
+from jaxface.preprocess.prepare import (FaceAnnotation, PrepareSummary, iter_annotations,
+                                        load_annotations, load_failures, prepare)
