@@ -30,6 +30,8 @@ setup(
         "dlib-bin>=19.24",
         "face-recognition-models>=0.3.0",
         "scikit-image>=0.24",
+        "libigl>=2.6,<3",
+        "matplotlib>=3.8",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3.5", "embreex>=4.3"],
