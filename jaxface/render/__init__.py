@@ -12,3 +12,5 @@ from jaxface.render.rasterize import (Capacity, Fragments, capacity_for, check_o
                                       default_capacity, rasterize)
 from jaxface.render.render import PhongLight, RenderOutput, render
 from jaxface.render.shading import ambient_sh, sh_basis, shade_phong, shade_sh
+from jaxface.render import uv_raster
+from jaxface.render.uv_raster import UVRaster, rasterize_uv

@@ -4,5 +4,5 @@
 """
 
 from jaxface.synth.generate import (Generator, generate_identity, make_generator,
-                                    neutral_vertices, render_frames, uv_fragments)
+                                    neutral_vertices, position_maps, render_frames)
 from jaxface.synth.scene import CAMERA_DISTANCE_MM, FOCAL_AT_224, SynthConfig

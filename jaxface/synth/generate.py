@@ -17,6 +17,7 @@ import numpy as np
 from jaxface import morphable
 from jaxface import render
 from jaxface.geometry import vertex_normals
+from jaxface.render import uv_raster
 from jaxface.synth import appearance
 from jaxface.synth import scene
 
@@ -32,29 +33,21 @@ class Generator:
   Attributes:
     model: the face model (`bfm_sim_front` by default in `jaxface synth`).
     topology: `render.make_topology(model.triangles)`.
-    uv_fragments: the model's triangles rasterized in UV space, [1, 256, 256]
-      (`uv_fragments`); identical for every face, so computed once.
+    uv_raster: the model's triangles rasterized in its 256 x 256 UV map (PRNet
+      position maps); identical for every face, so computed once.
     config: `scene.SynthConfig`.
   """
   model: morphable.MorphableModel
   topology: render.Topology
-  uv_fragments: render.Fragments
+  uv_raster: render.UVRaster
   config: scene.SynthConfig
-
-
-def uv_fragments(model: morphable.MorphableModel, size: int = POSITION_MAP_SIZE) -> render.Fragments:
-  """The model's UV layout rasterized to a size x size map (row 0 is v = 1, as PRNet)."""
-  uv = jnp.asarray(model.uv, jnp.float32)
-  xy = jnp.stack([uv[:, 0] * size, (1.0 - uv[:, 1]) * size], -1)[None]
-  return jax.jit(render.rasterize, static_argnames=("image_size", "cull_backfaces", "perspective",
-                                                    "on_overflow"))(
-      xy, jnp.zeros(xy.shape[:2]), jnp.asarray(model.triangles), image_size=(size, size),
-      cull_backfaces=False, perspective=False, on_overflow="raise")
 
 
 def make_generator(model: morphable.MorphableModel, config: scene.SynthConfig) -> Generator:
   return Generator(model=model, topology=render.make_topology(model.triangles),
-                   uv_fragments=uv_fragments(model), config=config)
+                   uv_raster=render.rasterize_uv(np.asarray(model.uv), np.asarray(model.triangles),
+                                                 POSITION_MAP_SIZE),
+                   config=config)
 
 
 def _light_frame(direction: jax.Array) -> jax.Array:
@@ -148,20 +141,19 @@ def render_frames(vertices, topology, albedo, rotation, translation, focal, ligh
   return image, mask, xy, depth
 
 
-@jax.jit
-def _position_maps(uv_frags, triangles, xy, depth, translation, focal):
-  """[F, 256, 256, 3] UV position maps: x, y pixels; z = pixel-scaled nearness."""
+def position_maps(raster: render.UVRaster, xy: np.ndarray, depth: np.ndarray,
+                  translation: np.ndarray, focal: np.ndarray) -> np.ndarray:
+  """[F, 256, 256, 3] UV position maps (PRNet): x, y pixels; z = pixel-scaled nearness.
+
+  Args:
+    raster: the model's `UVRaster`. xy: [F, V, 2] projected vertices, pixels.
+    depth: [F, V] camera depth, mm. translation: [F, 3] mm. focal: [F] pixels.
+  """
   reference = scene.CAMERA_DISTANCE_MM - translation[:, 2:3]  # depth of the model origin
   # Depth in the same pixel scale as x, y (PRNet's weak-perspective z), larger = nearer.
   z = (reference - depth) * focal[:, None] / reference
-  attributes = jnp.concatenate([xy, z[..., None]], -1)
-  frag = jax.tree_util.tree_map(lambda a: a[0], uv_frags)
-
-  def one(attr):
-    single = jax.tree_util.tree_map(lambda a: a[None], frag)
-    return render.interpolate(single, triangles, attr[None])[0]
-
-  return jax.vmap(one)(attributes)
+  values = np.concatenate([xy, z[..., None]], -1)
+  return np.stack([uv_raster.interpolate(raster, v) for v in values])
 
 
 def generate_identity(generator: Generator, seed: int, identity: int) -> dict:
@@ -207,9 +199,8 @@ def generate_identity(generator: Generator, seed: int, identity: int) -> dict:
                                      distance=scene.CAMERA_DISTANCE_MM, image_size=(size, size))
   landmarks, _ = render.project(camera, morphable.landmarks_3d(model, vertices))
   landmarks = np.asarray(landmarks, np.float32)
-  position_map = np.asarray(_position_maps(generator.uv_fragments, jnp.asarray(model.triangles),
-                                           xy, depth, jnp.asarray(translation),
-                                           jnp.asarray(focal)), np.float32)
+  position_map = position_maps(generator.uv_raster, np.asarray(xy), np.asarray(depth),
+                               translation, focal)
   image = np.array(image)
   occlusion = np.zeros((len(frames), size, size), np.uint8)
   skin = vertex_albedo.mean(axis=0)

@@ -1,0 +1,1 @@
+"""Tests of the tf.data / TFDS input pipelines (data_pipelines/)."""
