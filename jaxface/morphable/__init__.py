@@ -4,5 +4,7 @@ from jaxface.morphable.model import (MorphableModel, Skinning, albedo, decode, l
                                      region_weights, vertex_normals, PRNET_REGION_WEIGHTS,
                                      REGION_NAMES)
 from jaxface.morphable.bfm_sim import default_model
+from jaxface.morphable import coefficients
+from jaxface.morphable.coefficients import CoefficientLayout, layout_for, make_layout
 from jaxface.morphable.flame import decode_posed
 from jaxface.morphable.loaders import load_model
