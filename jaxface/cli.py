@@ -4,6 +4,10 @@
                      [--all-faces] [--no-identity] [--example astronaut]
   jaxface assets fetch [--wheel PATH] [--force]
   jaxface info [--model SPEC] [--landmarks PATH] [--exp-pca PATH] [--json]
+  jaxface evaluate --protocol {now,micc,aflw2000,synthetic} --pred DIR --gt DIR
+                   [--metrical] [--pred-unit mm|cm|m] [--multi-frame] [--out DIR] [--json]
+  jaxface prepare IMAGE_DIR --out DIR [--chunk-size N] [--workers N] [--upsample N]
+  jaxface synth --out DIR --identities N [--frames T] [--split S] [--seed K] [--eval-layout]
 
 User mistakes (missing or malformed files, missing assets) print one line on stderr
 and exit with status 2; no traceback.
@@ -12,6 +16,7 @@ and exit with status 2; no traceback.
 import argparse
 import json
 import sys
+import time
 
 import numpy as np
 
@@ -87,6 +92,59 @@ def cmd_reconstruct(args) -> int:
   return 1 if summary.failures else 0
 
 
+def cmd_evaluate(args) -> int:
+  import jaxface.eval as evaluation  # pylint: disable=import-outside-toplevel
+  if args.metrical and args.protocol != "now":
+    raise JaxfaceError("--metrical applies to --protocol now (synthetic reports both variants)")
+  if args.multi_frame and args.protocol != "synthetic":
+    raise JaxfaceError("--multi-frame applies to --protocol synthetic (MICC pools each "
+                       "video's frames by itself)")
+  options = {"now": {"metrical": args.metrical, "pred_unit": args.pred_unit},
+             "micc": {"pred_unit": args.pred_unit}, "aflw2000": {},
+             "synthetic": {"multi_frame": args.multi_frame, "pred_unit": args.pred_unit}}
+  report = evaluation.PROTOCOLS[args.protocol](
+      args.pred, args.gt, log=lambda line: print(line, file=sys.stderr, flush=True),
+      **options[args.protocol])
+  if args.out:
+    paths = evaluation.write_report(report, args.out)
+    print(f"jaxface: wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+  if args.json:
+    print(json.dumps(evaluation.to_json(report)))
+  else:
+    print(evaluation.format_table(report), end="")
+  return 1 if report.failures else 0
+
+
+def cmd_synth(args) -> None:
+  # The CLI is the composition root: the only jaxface module that uses data_pipelines.
+  import os  # pylint: disable=import-outside-toplevel
+  from data_pipelines import synthetic  # pylint: disable=import-outside-toplevel
+  from jaxface import synth  # pylint: disable=import-outside-toplevel
+  config = synth.SynthConfig(
+      image_size=args.image_size, frames=args.frames, max_yaw=args.max_yaw,
+      max_pitch=args.max_pitch, max_roll=args.max_roll,
+      occlusion_probability=args.occlusion, key_light_probability=args.key_light,
+      detail_mm=args.detail_mm)
+  start = time.perf_counter()
+  entry = synthetic.write_split(
+      args.out, split=args.split, identities=args.identities, config=config, seed=args.seed,
+      model_spec=args.model, shards=args.shards, workers=args.workers or min(2, os.cpu_count()),
+      eval_layout=args.eval_layout, log=lambda line: print(line, file=sys.stderr, flush=True))
+  seconds = time.perf_counter() - start
+  print(f"jaxface: {args.split}: {entry['num_records']} identities x {entry['num_frames']} frames "
+        f"in {len(entry['shards'])} shards under {args.out} ({seconds:.0f} s)")
+
+
+def cmd_prepare(args) -> None:
+  from jaxface import preprocess  # pylint: disable=import-outside-toplevel
+  summary = preprocess.prepare(
+      args.image_dir, args.out, chunk_size=args.chunk_size, workers=args.workers,
+      upsample=args.upsample, log=lambda line: print(line, file=sys.stderr, flush=True))
+  print(f"jaxface: prepare: {summary.images} images, {summary.faces} faces, "
+        f"{summary.failures} failures ({summary.processed} processed by this run) in "
+        f"{summary.seconds:.1f} s -> {args.out}")
+
+
 def make_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="jaxface", description=__doc__.splitlines()[0])
   commands = parser.add_subparsers(dest="command", required=True)
@@ -114,6 +172,50 @@ def make_parser() -> argparse.ArgumentParser:
   p.add_argument("--exp-pca", help="Guo et al. Exp_Pca.bin for BFM2009")
   p.add_argument("--json", action="store_true", help="print JSON instead of text")
   p.set_defaults(run=cmd_info)
+  p = commands.add_parser("evaluate", help="score predictions with NoW, MICC Florence, "
+                          "AFLW2000-3D or synthetic ground truth")
+  p.add_argument("--protocol", required=True, choices=["now", "micc", "aflw2000", "synthetic"])
+  p.add_argument("--pred", required=True, help="folder of predictions (layouts: README)")
+  p.add_argument("--gt", required=True, help="the dataset folder (layouts: README)")
+  p.add_argument("--metrical", action="store_true",
+                 help="NoW: metrical variant (no scale; see --pred-unit)")
+  p.add_argument("--pred-unit", default="mm", choices=["mm", "cm", "m"],
+                 help="unit of the predicted meshes (default mm, as jaxface writes)")
+  p.add_argument("--multi-frame", action="store_true",
+                 help="synthetic: one prediction per identity (<identity>/identity_neutral.obj)")
+  p.add_argument("--out", help="write report.json, table.txt, cumulative_error.png here")
+  p.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
+  p.set_defaults(run=cmd_evaluate)
+  p = commands.add_parser("prepare", help="detect faces, 68 landmarks and masks over an "
+                          "image folder, once (resumable)")
+  p.add_argument("image_dir", help="folder of images, searched recursively (.jpg .jpeg .png)")
+  p.add_argument("--out", required=True, help="output folder: manifest.json + chunk-*.npz")
+  p.add_argument("--chunk-size", type=int, default=256, help="images per chunk file")
+  p.add_argument("--workers", type=int, default=1, help="detector processes")
+  p.add_argument("--upsample", type=int, default=1,
+                 help="detector upsamplings (each finds 2x smaller faces, ~4x slower)")
+  p.set_defaults(run=cmd_prepare)
+  p = commands.add_parser("synth", help="generate synthetic faces with exact ground truth")
+  p.add_argument("--out", required=True, help="dataset folder (created; may hold other splits)")
+  p.add_argument("--identities", type=int, required=True, help="identities (records)")
+  p.add_argument("--frames", type=int, default=4, help="frames per identity")
+  p.add_argument("--split", default="train", help="split name (train, validation, test, ...)")
+  p.add_argument("--seed", type=int, default=0, help="the split's seed")
+  p.add_argument("--image-size", type=int, default=224, help="square image side, pixels")
+  p.add_argument("--model", default="bfm_sim_front", help="face model (see `jaxface info`)")
+  p.add_argument("--max-yaw", type=float, default=90.0, help="degrees")
+  p.add_argument("--max-pitch", type=float, default=20.0, help="degrees")
+  p.add_argument("--max-roll", type=float, default=20.0, help="degrees")
+  p.add_argument("--occlusion", type=float, default=0.25, help="fraction of occluded frames")
+  p.add_argument("--key-light", type=float, default=0.5,
+                 help="fraction of frames with a shadow-casting key light")
+  p.add_argument("--detail-mm", type=float, default=1.0,
+                 help="RMS of the out-of-model-span identity detail, mm")
+  p.add_argument("--shards", type=int, help="shard files (default ~32 identities each)")
+  p.add_argument("--workers", type=int, help="generator processes (default: up to 2)")
+  p.add_argument("--eval-layout", action="store_true",
+                 help="also write PNG frames + ground-truth meshes for `jaxface evaluate`")
+  p.set_defaults(run=cmd_synth)
   return parser
 
 

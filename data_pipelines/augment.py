@@ -1,0 +1,404 @@
+"""PRNet's training augmentation in TensorFlow, per frame, vectorised over frames.
+
+Each frame gets one similarity transform about the image centre (rotation, scale,
+translation; PRNet: rotation +-45 degrees, translation +-10% of the image size, scale
+0.9-1.2), a per-channel colour scale (0.6-1.4) and, for a fraction of frames, a
+synthetic occluder (a random textured ellipse or rectangle). The same transform moves
+the image, the visible-face mask, the landmarks and the position map, so they stay
+consistent; occluded pixels are removed from the mask.
+
+Coordinates are continuous pixels, x right, y down, pixel (row i, column j) centred at
+(j + 0.5, i + 0.5) (`jaxface.render.camera`). A transform is a [N, 2, 3] float32
+matrix A with q = A @ (x, y, 1), input pixels -> output pixels.
+
+Frames come as uint8 image [N, S, S, 3], mask [N, S, S] (255 = face surface) and
+optionally occlusion [N, S, S] (255 = occluder, removed from the mask). They are packed
+(XLA) into "RGBV" [N, S, S, 4]: RGB plus the visible-face mask as a fourth channel, so
+that one resampling moves both; the mask is thresholded at 1/2 afterwards
+(nearest-neighbour resampling up to ties). Outside the input is zero. The resampling,
+colour scale and conversion to float run as XLA-compiled stages (`_render`: each
+output pixel gathers its 4 input pixels as packed 32-bit words); they compute the same
+bilinear sampling as `tf.raw_ops.ImageProjectiveTransformV3` (`warp_images`, the
+reference the tests compare against) at about a third of the cost of that op plus the
+separate conversion passes on a CPU (benchmarks/input_bench.py). Occluders are drawn and pasted by a second XLA function. Position maps are not
+resampled (they live in UV space): their x, y values move as points and their z
+(depth in pixel units) is multiplied by the transform's scale.
+
+All randomness is stateless: the same seed gives the same augmentation, whatever the
+thread timing of the pipeline.
+"""
+
+import math
+
+import tensorflow as tf
+
+tf.config.set_visible_devices([], "GPU")
+
+# PRNet's ranges (Feng et al. 2018, section 4.1); occlusion_probability is ours.
+DEFAULT_RANGES = {
+    "rotation_degrees": 45.0,          # uniform in [-r, r]
+    "translation": 0.1,                # uniform in [-t, t] x output size, per axis
+    "scale": (0.9, 1.2),               # uniform
+    "color_scale": (0.6, 1.4),         # uniform, per channel
+    "occlusion_probability": 0.3,      # fraction of frames given a synthetic occluder
+}
+
+
+def _fold(seed: tf.Tensor, salt: int) -> tf.Tensor:
+  return tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), salt)
+
+
+def sample_parameters(seed: tf.Tensor, num: int, *, output_size: int, rotation_degrees: float,
+                      translation: float, scale, color_scale, occlusion_probability: float) -> dict:
+  """Draws the augmentation parameters of `num` frames.
+
+  Args:
+    seed: [2] int stateless seed.
+    num: number of frames N.
+    output_size: H, side of the output images, pixels (occluder geometry).
+    rotation_degrees, translation, scale, color_scale, occlusion_probability: the
+      ranges of `DEFAULT_RANGES`.
+  Returns:
+    angle [N] radians; scale [N]; shift [N, 2] fraction of the output size; color
+    [N, 3] channel factors; occlude [N] bool; and the occluders' shape and texture
+    (`occluder_layers`): centre [N, 2] and half_axes [N, 2] output pixels, theta [N]
+    radians, ellipse [N] bool, frequency [N, 2] half-cycles across a half-axis,
+    phase [N, 2] radians, colors [N, 2, 3] in [0, 1].
+  """
+  def uniform(salt, shape, low=0.0, high=1.0):
+    return tf.random.stateless_uniform(shape, _fold(seed, salt), minval=low, maxval=high)
+
+  radians = math.radians(rotation_degrees)
+  return {
+      "angle": uniform(1, [num], -radians, radians),
+      "scale": uniform(2, [num], scale[0], scale[1]),
+      "shift": uniform(3, [num, 2], -translation, translation),
+      "color": uniform(4, [num, 3], color_scale[0], color_scale[1]),
+      "occlude": uniform(5, [num]) < occlusion_probability,
+      "centre": uniform(6, [num, 2], 0.15 * output_size, 0.85 * output_size),
+      "half_axes": uniform(7, [num, 2], 0.08 * output_size, 0.25 * output_size),
+      "theta": uniform(8, [num], 0.0, math.pi),
+      "ellipse": uniform(9, [num]) < 0.5,
+      "frequency": uniform(10, [num, 2], 1.0, 6.0),
+      "phase": uniform(11, [num, 2], 0.0, 2 * math.pi),
+      "colors": uniform(12, [num, 2, 3]),
+  }
+
+
+def similarity_matrix(angle: tf.Tensor, scale: tf.Tensor, shift: tf.Tensor, *, input_size: int,
+                      output_size: int) -> tf.Tensor:
+  """Similarity transforms about the image centres, input pixels -> output pixels.
+
+  q = s R (p - S/2) + H/2 + shift * H with s = scale * H / S, R the rotation by `angle`
+  (positive turns the image clockwise on screen, since y points down).
+
+  Args:
+    angle: [N] radians.
+    scale: [N] zoom factor (1 = the input fills the output).
+    shift: [N, 2] translation (x, y) as a fraction of the output size H.
+    input_size: S, side of the input images, pixels.
+    output_size: H, side of the output images, pixels.
+  Returns:
+    [N, 2, 3] float32 matrices A, q = A @ (p, 1).
+  """
+  s = tf.cast(scale, tf.float32) * (output_size / input_size)
+  cos, sin = s * tf.cos(angle), s * tf.sin(angle)
+  half_in, half_out = input_size / 2.0, output_size / 2.0
+  tx = half_out + shift[:, 0] * output_size - (cos - sin) * half_in
+  ty = half_out + shift[:, 1] * output_size - (sin + cos) * half_in
+  return tf.reshape(tf.stack([cos, -sin, tx, sin, cos, ty], -1), [-1, 2, 3])
+
+
+def transform_points(matrix: tf.Tensor, points: tf.Tensor) -> tf.Tensor:
+  """Maps points through per-frame transforms.
+
+  Args:
+    matrix: [N, 2, 3] transforms (input -> output pixels).
+    points: [N, ..., 2] (x, y) pixels.
+  Returns:
+    [N, ..., 2] transformed points.
+  """
+  flat = tf.reshape(points, [tf.shape(points)[0], -1, 2])
+  moved = tf.einsum("nij,npj->npi", matrix[:, :, :2], flat) + matrix[:, None, :, 2]
+  return tf.reshape(moved, tf.shape(points))
+
+
+def transform_scale(matrix: tf.Tensor) -> tf.Tensor:
+  """[N] isotropic scale of similarity transforms (sqrt of the determinant)."""
+  return tf.sqrt(tf.abs(tf.linalg.det(matrix[:, :, :2])))
+
+
+def transform_position_map(matrix: tf.Tensor, position_map: tf.Tensor) -> tf.Tensor:
+  """Moves position-map values: x, y as points, z (depth, pixels) times the scale.
+
+  Args:
+    matrix: [N, 2, 3] similarity transforms (input -> output pixels).
+    position_map: [N, 256, 256, 3] float32 (x, y, z) pixels.
+  Returns:
+    [N, 256, 256, 3] float32.
+  """
+  xy = transform_points(matrix, position_map[..., :2])
+  z = position_map[..., 2:] * transform_scale(matrix)[:, None, None, None]
+  return tf.concat([xy, z], -1)
+
+
+def sampling_transforms(matrix: tf.Tensor) -> tf.Tensor:
+  """[N, 2, 3] input->output pixel maps -> [N, 8] output->input array-index maps.
+
+  The ImageProjectiveTransformV3 convention: output array indices (x = column,
+  y = row) map to input array indices (a0 x + a1 y + a2, b0 x + b1 y + b2); array index
+  k is the pixel centred at continuous coordinate k + 1/2.
+  """
+  linear, offset = matrix[:, :, :2], matrix[:, :, 2]
+  inverse = tf.linalg.inv(linear)
+  constant = tf.einsum("nij,nj->ni", inverse, 0.5 - offset) - 0.5
+  n = tf.shape(matrix)[0]
+  return tf.concat([inverse[:, 0, :], constant[:, :1], inverse[:, 1, :], constant[:, 1:],
+                    tf.zeros([n, 2], tf.float32)], axis=1)
+
+
+def warp_images(images: tf.Tensor, matrix: tf.Tensor, output_size: int, *,
+                interpolation: str = "BILINEAR") -> tf.Tensor:
+  """Resamples images with `tf.raw_ops.ImageProjectiveTransformV3`; zero outside.
+
+  The general-purpose (and reference) warp; the pipeline uses the fused `_render`.
+
+  Args:
+    images: [N, S, S, C] any numeric dtype.
+    matrix: [N, 2, 3] transforms, input -> output pixels.
+    output_size: H, side of the output, pixels.
+    interpolation: "BILINEAR" or "NEAREST".
+  Returns:
+    [N, H, H, C], the dtype of `images`.
+  """
+  return tf.raw_ops.ImageProjectiveTransformV3(
+      images=images, transforms=sampling_transforms(matrix),
+      output_shape=tf.constant([output_size, output_size], tf.int32),
+      fill_value=tf.constant(0.0), interpolation=interpolation, fill_mode="CONSTANT")
+
+
+@tf.function(jit_compile=True)
+def pack_rgbv(image, mask, occlusion=None):
+  """uint8 image [N,S,S,3], mask [N,S,S] (0/255), occlusion [N,S,S] or None -> RGBV.
+
+  Returns:
+    uint8 [N, S, S, 4]: RGB + the visible face (the mask where occlusion < 128).
+  """
+  visible = mask if occlusion is None else tf.where(occlusion >= 128, tf.zeros_like(mask), mask)
+  return tf.concat([image, visible[..., None]], -1)  # XLA: ~10x cheaper than TF's concat
+
+
+def occluder_layers(params: dict, size: int) -> tuple[tf.Tensor, tf.Tensor]:
+  """The synthetic occluders of `sample_parameters`, drawn on a size x size image.
+
+  A frame's occluder is an ellipse or rectangle (centre in the middle 70% of the
+  image, half-axes 8-25% of its side, any orientation) filled with a texture: two random
+  colours mixed by two crossed sinusoidal gratings along the shape's axes (plaid,
+  stripes or blotches depending on the frequencies). Frames with `occlude` False get an
+  empty alpha. The gratings are separable (sin(a + b) expanded), so each pixel costs a
+  few multiply-adds.
+
+  Args:
+    params: `sample_parameters` output (N frames).
+    size: H, side of the image, pixels.
+  Returns:
+    (rgb [N, H, H, 3] float32 in [0, 1], alpha [N, H, H] bool).
+  """
+  grid = tf.range(size, dtype=tf.float32) + 0.5  # pixel centres
+  cx, cy = params["centre"][:, 0, None], params["centre"][:, 1, None]
+  cos, sin = tf.cos(params["theta"])[:, None], tf.sin(params["theta"])[:, None]
+  hu, hv = params["half_axes"][:, 0, None], params["half_axes"][:, 1, None]
+  dx, dy = grid[None, :] - cx, grid[None, :] - cy          # [N, H] along x and along y
+  # u = (dx cos + dy sin) / hu, v = (dy cos - dx sin) / hv: a column term + a row term.
+  u = (dx * cos / hu)[:, None, :] + (dy * sin / hu)[:, :, None]
+  v = (dy * cos / hv)[:, :, None] - (dx * sin / hv)[:, None, :]
+  inside = tf.where(params["ellipse"][:, None, None], u * u + v * v <= 1.0,
+                    tf.maximum(tf.abs(u), tf.abs(v)) <= 1.0)
+  alpha = inside & params["occlude"][:, None, None]
+
+  def grating(k, along_x_coef, along_y_coef):  # sin(pi f (a dx + b dy) + phase)
+    f = math.pi * params["frequency"][:, k, None]
+    a, b = f * along_x_coef * dx, f * along_y_coef * dy + params["phase"][:, k, None]
+    return (tf.sin(a)[:, None, :] * tf.cos(b)[:, :, None]
+            + tf.cos(a)[:, None, :] * tf.sin(b)[:, :, None])
+
+  weight = 0.5 + 0.25 * grating(0, cos / hu, sin / hu) + 0.25 * grating(1, -sin / hv, cos / hv)
+  first, second = params["colors"][:, 0, None, None, :], params["colors"][:, 1, None, None, :]
+  return first + (second - first) * weight[..., None], alpha
+
+
+@tf.function(jit_compile=True)
+def _padded_words(rgbv):
+  """uint8 [N,S,S,4] -> int32 [N*(S+2)*(S+2)]: pixels as words, with a ring of zeros."""
+  return tf.reshape(tf.bitcast(tf.pad(rgbv, [[0, 0], [1, 1], [1, 1], [0, 0]]), tf.int32), [-1])
+
+
+@tf.function(jit_compile=True)
+def _sample_points(transforms, input_size, output_size, interpolation):
+  """Per output pixel: index of its first tap in `_padded_words` and the fractions.
+
+  Returns:
+    (index int32 [N,H,H], fx, fy float32 [N,H,H]); nearest: the nearest pixel, fx=fy=0.
+  """
+  padded = input_size + 2
+  n = transforms.shape[0]
+  r = tf.range(output_size, dtype=tf.float32)
+  t = transforms[:, :, None, None]
+  px = t[:, 0] * r[None, None, :] + t[:, 1] * r[None, :, None] + t[:, 2] + 1.0
+  py = t[:, 3] * r[None, None, :] + t[:, 4] * r[None, :, None] + t[:, 5] + 1.0
+  # Beyond the ring of zeros every tap reads the ring: clamping is exact.
+  px = tf.clip_by_value(px, 0.0, padded - 1.0)
+  py = tf.clip_by_value(py, 0.0, padded - 1.0)
+  if interpolation == "nearest":
+    x0, y0 = tf.floor(px + 0.5), tf.floor(py + 0.5)
+  else:
+    x0, y0 = tf.minimum(tf.floor(px), padded - 2.0), tf.minimum(tf.floor(py), padded - 2.0)
+  frame = tf.range(n, dtype=tf.int32)[:, None, None] * (padded * padded)
+  index = tf.cast(y0, tf.int32) * padded + tf.cast(x0, tf.int32) + frame
+  if interpolation == "nearest":
+    return index, tf.zeros_like(px), tf.zeros_like(py)
+  return index, px - x0, py - y0
+
+
+@tf.function(jit_compile=True)
+def _gather(words, index, step):
+  return tf.gather(words, index + step)
+
+
+@tf.function(jit_compile=True)
+def _blend(taps, fx, fy, color):
+  """Bilinear blend of packed taps (1 = nearest, 4 = bilinear), colour scale, float."""
+  values = [tf.cast(tf.bitcast(tap, tf.uint8), tf.float32) for tap in taps]  # [N,H,H,4]
+  if len(values) == 4:
+    fx, fy = fx[..., None], fy[..., None]
+    top = values[0] * (1 - fx) + values[1] * fx
+    bottom = values[2] * (1 - fx) + values[3] * fx
+    rgbv = top * (1 - fy) + bottom * fy
+  else:
+    rgbv = values[0]
+  image = tf.minimum(rgbv[..., :3] * (color[:, None, None, :] / 255.0), 1.0)
+  return image, tf.cast(rgbv[..., 3] >= 127.5, tf.float32)
+
+
+def _render(rgbv, transforms, color, output_size, interpolation):
+  """Warp of packed RGBV + colour scale + conversion to float, in XLA stages.
+
+  Each output pixel gathers its input pixels as packed 32-bit words (4 for bilinear,
+  1 for nearest) and unpacks the bytes; a ring of zero pixels around the input makes
+  every tap outside it read 0, as ImageProjectiveTransformV3's constant fill does. The
+  stages are separate XLA functions on purpose: fused into one loop with the gathers,
+  the unpacking and blending do not vectorise and the whole costs twice as much.
+
+  Args:
+    rgbv: uint8 [N, S, S, 4].
+    transforms: [N, 8] output->input index maps (`sampling_transforms`).
+    color: [N, 3] channel factors.
+    output_size: H.
+    interpolation: "bilinear" or "nearest".
+  Returns:
+    (image float32 [N, H, H, 3] in [0, 1], mask float32 [N, H, H] 0/1).
+  """
+  if interpolation not in ("bilinear", "nearest"):
+    raise ValueError(f"interpolation must be 'bilinear' or 'nearest', got {interpolation!r}")
+  input_size = rgbv.shape[1]
+  words = _padded_words(rgbv)
+  index, fx, fy = _sample_points(transforms, input_size, output_size, interpolation)
+  steps = (0,) if interpolation == "nearest" else (0, 1, input_size + 2, input_size + 3)
+  taps = [_gather(words, index, tf.constant(step, tf.int32)) for step in steps]
+  return _blend(taps, fx, fy, color)
+
+
+@tf.function(jit_compile=True)
+def _paste_occluders(image, mask, occluders):
+  """Pastes `occluder_layers` over images [N,H,H,3] and removes them from masks [N,H,H].
+
+  A separate XLA function: fused into `_render`'s gather loop it costs 4x more.
+  """
+  rgb, alpha = occluder_layers(occluders, image.shape[1])
+  return tf.where(alpha[..., None], rgb, image), mask * tf.cast(~alpha, tf.float32)
+
+
+def _shrink_first(rgbv: tf.Tensor, matrix: tf.Tensor, output_size: int):
+  """Antialiases by area-resizing to H when shrinking by 2x or more; adjusts the map."""
+  input_size = rgbv.shape[1]
+  if input_size < 2 * output_size:
+    return rgbv, matrix
+  # Area resizing (box filter) scales continuous coordinates by exactly H / S.
+  resized = tf.image.resize(rgbv, [output_size, output_size], method="area")
+  rgbv = tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+  factor = input_size / output_size
+  return rgbv, tf.concat([matrix[:, :, :2] * factor, matrix[:, :, 2:]], -1)
+
+
+def _frames_out(frames: dict, matrix: tf.Tensor, image: tf.Tensor, mask: tf.Tensor) -> dict:
+  out = {"image": image, "mask": mask, "matrix": matrix,
+         "landmarks": transform_points(matrix, frames["landmarks"])}
+  if "position_map" in frames:
+    out["position_map"] = transform_position_map(matrix, frames["position_map"])
+  return out
+
+
+def augment_frames(frames: dict, seed: tf.Tensor, *, output_size: int, ranges: dict | None = None,
+                   interpolation: str = "bilinear") -> dict:
+  """Augments N frames (PRNet): similarity warp, colour scale, synthetic occluders.
+
+  Args:
+    frames: image uint8 [N,S,S,3]; mask uint8 [N,S,S] (255 = face surface); optional
+      occlusion uint8 [N,S,S] (255 = occluder, removed from the mask); landmarks
+      float32 [N,68,2] pixels; optional position_map float32 [N,256,256,3] pixels.
+    seed: [2] int stateless seed.
+    output_size: H, side of the output images, pixels.
+    ranges: overrides of `DEFAULT_RANGES`.
+    interpolation: "bilinear" (as PRNet's skimage warp) or "nearest" (about 3x cheaper
+      on a CPU, jagged edges).
+  Returns:
+    image float32 [N,H,H,3] in [0,1]; mask float32 [N,H,H] 0/1 (visible face and not
+    under a synthetic occluder); landmarks [N,68,2] and position_map [N,256,256,3]
+    moved by the frame's transform; matrix [N,2,3] the transforms used.
+  """
+  ranges = {**DEFAULT_RANGES, **(ranges or {})}
+  num, input_size = frames["image"].shape[0], frames["image"].shape[1]
+  if num is None or input_size is None:
+    raise ValueError("augment_frames needs static frame count and size")
+  params = sample_parameters(seed, num, output_size=output_size, **ranges)
+  matrix = similarity_matrix(params["angle"], params["scale"], params["shift"],
+                             input_size=input_size, output_size=output_size)
+  rgbv = pack_rgbv(frames["image"], frames["mask"], frames.get("occlusion"))
+  rgbv, sampling = _shrink_first(rgbv, matrix, output_size)
+  image, mask = _render(rgbv, sampling_transforms(sampling), params["color"], output_size,
+                        interpolation)
+  occluders = {k: params[k] for k in ("occlude", "centre", "half_axes", "theta", "ellipse",
+                                      "frequency", "phase", "colors")}
+  image, mask = _paste_occluders(image, mask, occluders)
+  return _frames_out(frames, matrix, image, mask)
+
+
+def resize_frames(frames: dict, *, output_size: int) -> dict:
+  """The non-augmented path: converts frames, resizing from S to H when they differ.
+
+  Args:
+    frames: as `augment_frames`.
+    output_size: H, side of the output images, pixels.
+  Returns:
+    As `augment_frames` (no colour change, no occluders; matrix = scale H / S).
+  """
+  num, input_size = frames["image"].shape[0], frames["image"].shape[1]
+  matrix = similarity_matrix(tf.zeros([num]), tf.ones([num]), tf.zeros([num, 2]),
+                             input_size=input_size, output_size=output_size)
+  if input_size == output_size:
+    image, mask = _convert(frames["image"], frames["mask"], frames.get("occlusion"))
+  else:
+    rgbv = pack_rgbv(frames["image"], frames["mask"], frames.get("occlusion"))
+    rgbv, sampling = _shrink_first(rgbv, matrix, output_size)
+    image, mask = _render(rgbv, sampling_transforms(sampling), tf.ones([num, 3]), output_size,
+                          "bilinear")
+  return _frames_out(frames, matrix, image, mask)
+
+
+@tf.function(jit_compile=True)
+def _convert(image, mask, occlusion=None):
+  """uint8 frames -> (image float32 [N,S,S,3] in [0,1], visible mask float32 0/1)."""
+  visible = mask >= 128
+  if occlusion is not None:
+    visible &= occlusion < 128
+  return tf.cast(image, tf.float32) * (1.0 / 255.0), tf.cast(visible, tf.float32)
