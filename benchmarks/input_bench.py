@@ -59,7 +59,8 @@ def synthetic_record(rng, identity: int, *, frames: int, size: int, vertices: in
       "shape": rng.normal(size=40), "expression": rng.normal(size=(frames, 10)),
       "albedo": rng.normal(size=60), "rotation": rng.normal(0, .3, (frames, 3)),
       "translation": rng.normal(0, 5, (frames, 3)), "focal": np.full(frames, 1015.0),
-      "light": rng.normal(0, .3, (frames, 9, 3)), "detail": rng.normal(0, .1, (vertices, 3)),
+      "light": rng.normal(0, .3, (frames, 9, 3)), "key_light": np.zeros((frames, 7)),
+      "detail": rng.normal(0, .1, (vertices, 3)),
       "tags": [""] * frames, "identity": identity,
   }
 

@@ -29,6 +29,9 @@ Ka albedo coefficients, V model vertices):
 | translation    | float | [F*3]           | mm, applied after rotation (`jaxface.render.Camera`)           |
 | focal          | float | [F]             | pixels; perspective camera, principal point at the centre      |
 | light          | float | [F*27]          | spherical-harmonics coefficients [9, 3] (band-major, RGB)      |
+| key_light      | float | [F*7]           | directional key light on top of the SH light: direction to the |
+|                |       |                 | light (3, camera-aligned frame), colour (3), specular (1); all |
+|                |       |                 | zero when the frame has none (`jaxface.synth.render_frames`)   |
 | detail         | bytes | []              | float16 little-endian [V, 3] mm: per-identity displacement     |
 |                |       |                 | outside the model's span, in the model frame                   |
 | tags           | bytes | [F]             | comma-separated frame tags, e.g. b"expression,large_pose,      |
@@ -75,6 +78,7 @@ FEATURE_SPEC = {
     "translation": _SEQ_FLOAT,
     "focal": _SEQ_FLOAT,
     "light": _SEQ_FLOAT,
+    "key_light": _SEQ_FLOAT,
     "detail": _BYTES,
     "tags": _SEQ_BYTES,
 }
@@ -151,6 +155,7 @@ def encode_example(record: dict, *, image_format: str = "jpeg", jpeg_quality: in
       "translation": (np.shape(record["translation"]), (frames, 3)),
       "focal": (np.shape(record["focal"]), (frames,)),
       "light": (np.shape(record["light"]), (frames, 9, 3)),
+      "key_light": (np.shape(record["key_light"]), (frames, 7)),
       "detail": (detail.shape[1:], (3,)),
       "tags": ((len(tags),), (frames,)),
   }
@@ -186,6 +191,7 @@ def encode_example(record: dict, *, image_format: str = "jpeg", jpeg_quality: in
       "translation": _float_feature(record["translation"]),
       "focal": _float_feature(record["focal"]),
       "light": _float_feature(record["light"]),
+      "key_light": _float_feature(record["key_light"]),
       "detail": _bytes_feature([detail.astype("<f2").tobytes()]),
       "tags": _bytes_feature([t.encode() for t in tags]),
   }
@@ -204,13 +210,14 @@ def parse_raw(serialized: tf.Tensor, keys=None) -> dict:
     Tensors: identity, num_frames, image_size, num_vertices int64 []; image_format
     string []; image, mask, occlusion, position_map, tags string [F]; landmarks float32
     [F,68,2]; shape [Ks]; expression [F,Ke]; albedo [Ka]; rotation, translation [F,3];
-    focal [F]; light [F,9,3]; detail string [] (`decode_detail`).
+    focal [F]; light [F,9,3]; key_light [F,7]; detail string [] (`decode_detail`).
   """
   wanted = set(FEATURE_SPEC if keys is None else keys) | {"num_frames", "image_size", "num_vertices"}
   parsed = tf.io.parse_single_example(serialized, {k: FEATURE_SPEC[k] for k in wanted})
   frames = parsed["num_frames"]
   shapes = {"landmarks": [frames, NUM_LANDMARKS, 2], "expression": [frames, -1],
-            "rotation": [frames, 3], "translation": [frames, 3], "light": [frames, 9, 3]}
+            "rotation": [frames, 3], "translation": [frames, 3], "light": [frames, 9, 3],
+            "key_light": [frames, 7]}
   for key, shape in shapes.items():
     if key in parsed:
       parsed[key] = tf.reshape(parsed[key], tf.stack([tf.cast(s, tf.int32) for s in shape]))
@@ -252,7 +259,8 @@ def parse_example(serialized: tf.Tensor) -> dict:
     Tensors: identity int64 []; image uint8 [F,S,S,3]; mask, occlusion uint8 [F,S,S]
     (0/255); landmarks float32 [F,68,2] pixels; position_map float32 [F,256,256,3]
     pixels; shape [Ks]; expression [F,Ke]; albedo [Ka]; rotation [F,3] radians;
-    translation [F,3] mm; focal [F] pixels; light [F,9,3]; detail float32 [V,3] mm;
+    translation [F,3] mm; focal [F] pixels; light [F,9,3]; key_light [F,7];
+    detail float32 [V,3] mm;
     tags string [F]; num_frames, image_size, num_vertices int64 [].
   """
   parsed = parse_raw(serialized)

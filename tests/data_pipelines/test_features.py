@@ -28,7 +28,8 @@ def random_record(rng, *, identity=7, frames=3, size=32, vertices=10, smooth=Fal
       "shape": rng.normal(size=5), "expression": rng.normal(size=(frames, 4)),
       "albedo": rng.normal(size=6), "rotation": rng.normal(size=(frames, 3)),
       "translation": rng.normal(size=(frames, 3)) * 10, "focal": rng.uniform(500, 1500, frames),
-      "light": rng.normal(size=(frames, 9, 3)), "detail": rng.normal(size=(vertices, 3)),
+      "light": rng.normal(size=(frames, 9, 3)), "key_light": rng.normal(size=(frames, 7)),
+      "detail": rng.normal(size=(vertices, 3)),
       "tags": ["expression,large_pose", "", "occluded"][:frames],
   }
 
@@ -44,7 +45,7 @@ def test_png_round_trip_is_exact_and_float_features_match():
   np.testing.assert_array_equal(parsed["mask"].numpy(), record["mask"].astype(np.uint8) * 255)
   np.testing.assert_array_equal(parsed["occlusion"].numpy(), record["occlusion"])
   for key in ("landmarks", "shape", "expression", "albedo", "rotation", "translation",
-              "focal", "light"):
+              "focal", "light", "key_light"):
     np.testing.assert_array_equal(parsed[key].numpy(), np.asarray(record[key], np.float32),
                                   err_msg=key)
   assert parsed["light"].shape == (3, 9, 3) and parsed["expression"].shape == (3, 4)

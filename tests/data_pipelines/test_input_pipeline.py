@@ -33,7 +33,8 @@ def make_record(rng, identity: int) -> dict:
       "shape": rng.normal(size=4), "expression": rng.normal(size=(FRAMES, 3)),
       "albedo": rng.normal(size=5), "rotation": rng.normal(size=(FRAMES, 3)),
       "translation": rng.normal(size=(FRAMES, 3)), "focal": rng.uniform(500, 900, FRAMES),
-      "light": rng.normal(size=(FRAMES, 9, 3)), "detail": rng.normal(size=(6, 3)),
+      "light": rng.normal(size=(FRAMES, 9, 3)), "key_light": rng.normal(size=(FRAMES, 7)),
+      "detail": rng.normal(size=(6, 3)),
       "tags": [""] * FRAMES,
   }
 
