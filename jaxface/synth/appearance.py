@@ -34,8 +34,14 @@ def _smooth_field(rng: np.random.Generator, points: np.ndarray, count: int,
   return field
 
 
+def span_basis(shape_basis: np.ndarray) -> np.ndarray:
+  """[3V, Ks] orthonormal basis (QR) of the identity basis [V, 3, Ks] flattened."""
+  q, _ = np.linalg.qr(shape_basis.reshape(-1, shape_basis.shape[-1]).astype(np.float64))
+  return q
+
+
 def out_of_span_detail(rng: np.random.Generator, mean: np.ndarray, triangles: np.ndarray,
-                       shape_basis: np.ndarray, rms_mm: float) -> np.ndarray:
+                       span: np.ndarray, rms_mm: float) -> np.ndarray:
   """[V, 3] smooth displacement along the normals, orthogonal to the identity basis.
 
   Gaussian bumps (15-35 mm) along the mean shape's normals; the least-squares
@@ -43,15 +49,14 @@ def out_of_span_detail(rng: np.random.Generator, mean: np.ndarray, triangles: np
   represent it: the model-span oracle's error on such a face is this displacement.
 
   Args:
-    mean: [V, 3] mean shape, mm; triangles: [F, 3]; shape_basis: [V, 3, Ks].
+    mean: [V, 3] mean shape, mm; triangles: [F, 3].
+    span: [3V, Ks] orthonormal basis of the identity span (`span_basis`).
     rms_mm: RMS of the returned displacement over all vertices.
   """
   field = _smooth_field(rng, mean, 30, (15.0, 35.0))
   normals = np.asarray(vertex_normals(mean, triangles))
   displacement = (field[:, None] * normals).reshape(-1)
-  basis = shape_basis.reshape(-1, shape_basis.shape[-1]).astype(np.float64)
-  coefficients, *_ = np.linalg.lstsq(basis, displacement, rcond=None)
-  displacement = (displacement - basis @ coefficients).reshape(-1, 3)
+  displacement = (displacement - span @ (span.T @ displacement)).reshape(-1, 3)
   rms = np.sqrt(np.mean(np.sum(displacement ** 2, axis=1)))
   return (displacement * (rms_mm / max(rms, 1e-9))).astype(np.float32)
 

@@ -35,11 +35,13 @@ class Generator:
     topology: `render.make_topology(model.triangles)`.
     uv_raster: the model's triangles rasterized in its 256 x 256 UV map (PRNet
       position maps); identical for every face, so computed once.
+    shape_span: [3V, Ks] orthonormal basis of span(shape_basis) (`appearance.span_basis`).
     config: `scene.SynthConfig`.
   """
   model: morphable.MorphableModel
   topology: render.Topology
   uv_raster: render.UVRaster
+  shape_span: np.ndarray
   config: scene.SynthConfig
 
 
@@ -47,7 +49,7 @@ def make_generator(model: morphable.MorphableModel, config: scene.SynthConfig) -
   return Generator(model=model, topology=render.make_topology(model.triangles),
                    uv_raster=render.rasterize_uv(np.asarray(model.uv), np.asarray(model.triangles),
                                                  POSITION_MAP_SIZE),
-                   config=config)
+                   shape_span=appearance.span_basis(np.asarray(model.shape_basis)), config=config)
 
 
 def _light_frame(direction: jax.Array) -> jax.Array:
@@ -96,9 +98,9 @@ def _shadow(posed: jax.Array, pixel_positions: jax.Array, direction: jax.Array,
   return lit.reshape(b, h, w)
 
 
-@functools.partial(jax.jit, static_argnames=("image_size",))
+@functools.partial(jax.jit, static_argnames=("image_size", "shadows"))
 def render_frames(vertices, topology, albedo, rotation, translation, focal, light, key_light,
-                  background, *, image_size):
+                  background, *, image_size, shadows=True):
   """Renders F frames of one face.
 
   Args:
@@ -107,6 +109,7 @@ def render_frames(vertices, topology, albedo, rotation, translation, focal, ligh
     light: [F, 9, 3] SH. key_light: [F, 7] direction (3), colour (3), specular (1).
     background: [F, S, S, 3].
     image_size: S.
+    shadows: shadow-map the key light (False: frames without a key light, cheaper).
   Returns:
     image [F, S, S, 3] (not clipped), mask [F, S, S] (hard coverage: 1 on the face),
     xy [F, V, 2] projected vertices (pixels), depth [F, V] mm.
@@ -134,7 +137,9 @@ def render_frames(vertices, topology, albedo, rotation, translation, focal, ligh
                              light_direction=direction, light_colour=key_light[:, 3:6],
                              ambient=jnp.zeros_like(key_light[:, 3:6]),
                              specular=key_light[:, 6], shininess=16.0, eye=eye)
-  colour = colour + keyed * _shadow(posed, pixel_positions, direction, triangles)[..., None]
+  if shadows:
+    keyed = keyed * _shadow(posed, pixel_positions, direction, triangles)[..., None]
+  colour = colour + keyed
   mask = fragments.mask
   image = colour * mask[..., None] + background * (1 - mask[..., None])
   image = render.antialias(image, fragments, xy, topology)
@@ -177,7 +182,7 @@ def generate_identity(generator: Generator, seed: int, identity: int) -> dict:
   albedo_coefficients = (0.7 * rng.normal(0.0, 1.0, model.num_albedo)).astype(np.float32)
   mean = np.asarray(model.mean)
   detail = appearance.out_of_span_detail(rng, mean, np.asarray(model.triangles),
-                                         np.asarray(model.shape_basis), config.detail_mm)
+                                         generator.shape_span, config.detail_mm)
   detail = detail.astype(np.float16)  # stored as float16: render exactly what is stored
   base_albedo = np.asarray(morphable.albedo(model, albedo_coefficients))
   vertex_albedo = appearance.skin_albedo(rng, base_albedo, mean)
@@ -190,10 +195,13 @@ def generate_identity(generator: Generator, seed: int, identity: int) -> dict:
   backgrounds = np.stack([appearance.background(f.background, size) for f in frames])
   vertices = (morphable.decode(model, jnp.asarray(shape), jnp.asarray(expression))
               + jnp.asarray(detail, jnp.float32))
-  image, mask, xy, depth = render_frames(
-      vertices, generator.topology, jnp.asarray(vertex_albedo), jnp.asarray(rotation),
-      jnp.asarray(translation), jnp.asarray(focal), jnp.asarray(light), jnp.asarray(key_light),
-      jnp.asarray(backgrounds), image_size=size)
+  # One frame per call, two compiled variants: only key-lit frames pay for shadows.
+  rendered = [render_frames(
+      vertices[t:t + 1], generator.topology, jnp.asarray(vertex_albedo),
+      *(jnp.asarray(a[t:t + 1]) for a in (rotation, translation, focal, light, key_light,
+                                          backgrounds)),
+      image_size=size, shadows=bool(np.any(key_light[t] != 0))) for t in range(len(frames))]
+  image, mask, xy, depth = (jnp.concatenate(parts) for parts in zip(*rendered))
   camera = render.perspective_camera(render.euler_to_matrix(jnp.asarray(rotation)),
                                      jnp.asarray(translation), focal=jnp.asarray(focal),
                                      distance=scene.CAMERA_DISTANCE_MM, image_size=(size, size))

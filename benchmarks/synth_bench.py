@@ -1,0 +1,65 @@
+"""Synthetic-data generation speed: in-process per image, and `jaxface synth` end to end.
+
+Run: python benchmarks/synth_bench.py [--image-size 224] [--frames 4] [--identities 24]
+                                      [--workers 2]
+Prints a table, then one JSON line with the same figures. The end-to-end figure
+includes process start-up, model loading and compilation in every worker.
+"""
+
+import argparse
+import json
+import os
+import tempfile
+import time
+
+import jax
+
+from data_pipelines import synthetic
+from jaxface import morphable, synth
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--image-size", type=int, default=224)
+  parser.add_argument("--frames", type=int, default=4)
+  parser.add_argument("--identities", type=int, default=24, help="end-to-end run")
+  parser.add_argument("--repeats", type=int, default=6, help="in-process identities timed")
+  parser.add_argument("--workers", type=int, default=min(2, os.cpu_count()))
+  args = parser.parse_args()
+  config = synth.SynthConfig(image_size=args.image_size, frames=args.frames)
+  generator = synth.make_generator(morphable.default_model("front"), config)
+  start = time.perf_counter()
+  synth.generate_identity(generator, 0, 0)
+  first = time.perf_counter() - start
+  start = time.perf_counter()
+  for i in range(1, args.repeats + 1):
+    synth.generate_identity(generator, 0, i)
+  per_image = (time.perf_counter() - start) / (args.repeats * args.frames)
+  with tempfile.TemporaryDirectory() as out:
+    start = time.perf_counter()
+    synthetic.write_split(out, identities=args.identities, config=config, seed=0,
+                          shards=max(args.workers, args.identities // 4), workers=args.workers,
+                          log=lambda _: None)
+    end_to_end = time.perf_counter() - start
+  images = args.identities * args.frames
+  results = {
+      "device": jax.devices()[0].device_kind, "cpu_count": os.cpu_count(),
+      "image_size": args.image_size, "frames": args.frames,
+      "synth_first_identity_s_with_compile": round(first, 2),
+      "synth_ms_per_image_one_process": round(1000 * per_image, 1),
+      "synth_images_per_s_one_process": round(1 / per_image, 1),
+      "synth_end_to_end_images": images, "synth_end_to_end_workers": args.workers,
+      "synth_end_to_end_s": round(end_to_end, 1),
+      "synth_end_to_end_images_per_s": round(images / end_to_end, 1),
+  }
+  print(f"{'measure':<52} {'value':>10}")
+  print(f"{'first identity incl. compilation (s)':<52} {first:>10.2f}")
+  print(f"{'one process, after compilation (ms/image)':<52} {1000 * per_image:>10.1f}")
+  print(f"{'one process, after compilation (images/s)':<52} {1 / per_image:>10.1f}")
+  print(f"{f'write_split, {args.workers} workers, {images} images (s)':<52} {end_to_end:>10.1f}")
+  print(f"{'write_split end to end (images/s, incl. start-up)':<52} {images / end_to_end:>10.1f}")
+  print(json.dumps(results))
+
+
+if __name__ == "__main__":
+  main()
