@@ -7,6 +7,8 @@
   jaxface evaluate --protocol {now,micc,aflw2000,synthetic} --pred DIR --gt DIR
                    [--metrical] [--pred-unit mm|cm|m] [--multi-frame] [--out DIR] [--json]
   jaxface prepare IMAGE_DIR --out DIR [--chunk-size N] [--workers N] [--upsample N]
+  jaxface train --config configs/<method>.py[:smoke] --workdir DIR [--config.a.b=value ...]
+  jaxface export --checkpoint WORKDIR --out params.msgpack
   jaxface synth --out DIR --identities N [--frames T] [--split S] [--seed K] [--eval-layout]
 
 User mistakes (missing or malformed files, missing assets) print one line on stderr
@@ -15,6 +17,7 @@ and exit with status 2; no traceback.
 
 import argparse
 import json
+import pathlib
 import sys
 import time
 
@@ -145,6 +148,65 @@ def cmd_prepare(args) -> None:
         f"{summary.seconds:.1f} s -> {args.out}")
 
 
+def _method_of(config, where: str):
+  """The config's training method; an unknown one is a one-line error naming `where`."""
+  from jaxface.train import methods  # pylint: disable=import-outside-toplevel
+  try:
+    return config, methods.get(config.get("method", ""))
+  except ValueError as e:
+    raise JaxfaceError(f"{where}: {e}") from None
+
+
+def _train_setup(config_spec: str, overrides):
+  """(config, method) with bad values reported as one line."""
+  from jaxface.train import config_file  # pylint: disable=import-outside-toplevel
+  return _method_of(config_file.load_config(config_spec, overrides), config_spec)
+
+
+def cmd_train(args) -> None:
+  import jax  # pylint: disable=import-outside-toplevel
+  # The composition root: the library's loop is fed by the tf.data pipeline.
+  from data_pipelines import input_pipeline  # pylint: disable=import-outside-toplevel
+  from jaxface import train  # pylint: disable=import-outside-toplevel
+  from jaxface.train import config_file  # pylint: disable=import-outside-toplevel
+  config, method = _train_setup(args.config, args.overrides)
+  if config.train.batch_size % jax.device_count():
+    raise JaxfaceError(f"{args.config}: train.batch_size={config.train.batch_size} is not "
+                       f"divisible by the {jax.device_count()} devices")
+
+  def pipeline():
+    try:
+      return input_pipeline.make_dataset(config, "train")
+    except (ValueError, FileNotFoundError) as e:
+      raise JaxfaceError(f"input.data_dir={config.input.data_dir!r}: {e}") from None
+
+  pipeline()  # fail at start, not at the first step, on a missing or bad dataset
+  pathlib.Path(args.workdir).mkdir(parents=True, exist_ok=True)
+  config_file.save_config(config, args.workdir)
+  state = train.run(
+      config, args.workdir, init_state=lambda rng: method.init_state(config, rng),
+      train_step=method.make_train_step(config),
+      batches=lambda start: pipeline().dataset.skip(start).as_numpy_iterator(),
+      log=lambda line: print(line, file=sys.stderr, flush=True))
+  print(f"jaxface: {config.method}: trained to step {int(state.step)} in {args.workdir}")
+
+
+def cmd_export(args) -> None:
+  import jax  # pylint: disable=import-outside-toplevel
+  from jaxface import train  # pylint: disable=import-outside-toplevel
+  from jaxface.train import checkpoints, config_file  # pylint: disable=import-outside-toplevel
+  config = config_file.read_config(args.checkpoint)
+  _, method = _method_of(config, args.checkpoint)
+  template = jax.eval_shape(lambda: method.init_state(config, jax.random.key(config.seed)))
+  with checkpoints.CheckpointManager.open(args.checkpoint, save_every=1, keep=None) as manager:
+    state = manager.restore_latest(template)
+  if state is None:
+    raise JaxfaceError(f"{args.checkpoint}: holds no checkpoint")
+  path = train.export_params(state, args.out, metadata={"method": config.method,
+                                                        "config": config.to_json()})
+  print(f"jaxface: exported step {int(state.step)} of {args.checkpoint} to {path}")
+
+
 def make_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="jaxface", description=__doc__.splitlines()[0])
   commands = parser.add_subparsers(dest="command", required=True)
@@ -216,11 +278,26 @@ def make_parser() -> argparse.ArgumentParser:
   p.add_argument("--eval-layout", action="store_true",
                  help="also write PNG frames + ground-truth meshes for `jaxface evaluate`")
   p.set_defaults(run=cmd_synth)
+  p = commands.add_parser("train", help="train a method (GAN-3DMM, MLFL-GA) from a config",
+                          epilog="Override any config field: --config.train.batch_size=16")
+  p.add_argument("--config", required=True, help="configs/<method>.py[:smoke]")
+  p.add_argument("--workdir", required=True, help="checkpoints, TensorBoard events, config.json")
+  p.set_defaults(run=cmd_train, takes_overrides=True)
+  p = commands.add_parser("export", help="params-only msgpack of a training workdir's newest "
+                          "checkpoint, for serving")
+  p.add_argument("--checkpoint", required=True, help="a `jaxface train` workdir")
+  p.add_argument("--out", required=True, help="output .msgpack file")
+  p.set_defaults(run=cmd_export)
   return parser
 
 
 def main(argv=None) -> int:
-  args = make_parser().parse_args(argv)
+  parser = make_parser()
+  args, extra = parser.parse_known_args(argv)
+  overrides = [a for a in extra if a.startswith("--config.")]
+  if len(overrides) != len(extra) or (overrides and not getattr(args, "takes_overrides", False)):
+    parser.error(f"unrecognized arguments: {' '.join(extra)}")
+  args.overrides = overrides
   try:
     status = args.run(args)
   except JaxfaceError as e:
