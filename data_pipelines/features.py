@@ -47,6 +47,7 @@ import tensorflow as tf
 
 tf.config.set_visible_devices([], "GPU")
 
+INFO_FILE = "dataset_info.json"  # beside the shards: splits, shard names, sizes, seeds
 NUM_LANDMARKS = 68
 POSITION_MAP_SIZE = 256
 POSITION_MAP_STEPS = 32.0  # quantisation steps per pixel

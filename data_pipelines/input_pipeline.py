@@ -110,7 +110,6 @@ os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
 logger = logging.getLogger(__name__)
 
-INFO_FILE = "dataset_info.json"
 _CYCLE_FILES = 16  # runs (files) read round-robin
 _READ_BUFFER = 1 << 20
 _MASK_DELTA = 0xA282EAD8
@@ -571,7 +570,7 @@ class InputPipeline:
 
 def load_info(data_dir: str) -> dict:
   """Reads `dataset_info.json` of a dataset folder."""
-  path = os.path.join(data_dir, INFO_FILE)
+  path = os.path.join(data_dir, features.INFO_FILE)
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} not found: is {data_dir!r} a jaxface dataset folder?")
   with open(path, encoding="utf-8") as handle:

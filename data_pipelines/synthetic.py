@@ -24,10 +24,11 @@ import time
 
 import numpy as np
 
+from data_pipelines import features
 from jaxface import files
 from jaxface.errors import JaxfaceError
 
-INFO_FILE = "dataset_info.json"
+INFO_FILE = features.INFO_FILE
 DATASET_NAME = "jaxface_synth"
 DATASET_VERSION = "1.0.0"
 
@@ -93,7 +94,6 @@ def _write_eval_files(folder: pathlib.Path, record: dict) -> None:
 def _write_shard(task) -> int:
   """Generates and writes one shard; returns the number of records written."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  from data_pipelines import features  # pylint: disable=import-outside-toplevel
   from jaxface import synth  # pylint: disable=import-outside-toplevel
   path, identities, seed, eval_folder = task
   with files.atomic_path(path) as tmp:

@@ -6,12 +6,11 @@ temporary file renamed into place.
 """
 
 import dataclasses
-import json
 import pathlib
 
 import numpy as np
 
-from jaxface.files import atomic_path
+from jaxface.files import atomic_path, write_json
 
 STAT_ORDER = ("count", "median", "mean", "std")
 MAX_LISTED_FAILURES = 50  # in the table; report.json lists them all
@@ -154,8 +153,7 @@ def write_report(report: Report, out_dir) -> dict:
   out_dir = pathlib.Path(out_dir)
   paths = {"json": out_dir / "report.json", "table": out_dir / "table.txt",
            "plot": out_dir / "cumulative_error.png"}
-  with atomic_path(paths["json"]) as tmp:
-    tmp.write_text(json.dumps(to_json(report), indent=1) + "\n", encoding="utf-8")
+  write_json(paths["json"], to_json(report))
   with atomic_path(paths["table"]) as tmp:
     tmp.write_text(format_table(report), encoding="utf-8")
   plot_cumulative(report.curves, paths["plot"], xlabel=report.curve_label,
