@@ -10,8 +10,8 @@ import dataclasses
 
 import numpy as np
 
-CAMERA_DISTANCE_MM = 1000.0
-FOCAL_AT_224 = 1015.0  # Deng et al.'s camera; the fitting uses the same one
+# The camera convention of the fitting (Deng et al. 2019), so fits see the same camera.
+from jaxface.fit.fitting import CAMERA_DISTANCE_MM, FOCAL_AT_224  # pylint: disable=unused-import
 
 
 @dataclasses.dataclass(frozen=True)
