@@ -152,7 +152,7 @@ def _method_of(config, where: str):
   """The config's training method; an unknown one is a one-line error naming `where`."""
   from jaxface.train import methods  # pylint: disable=import-outside-toplevel
   try:
-    return config, methods.get(config.get("method", ""))
+    return methods.get(config.get("method", ""))
   except ValueError as e:
     raise JaxfaceError(f"{where}: {e}") from None
 
@@ -160,7 +160,8 @@ def _method_of(config, where: str):
 def _train_setup(config_spec: str, overrides):
   """(config, method) with bad values reported as one line."""
   from jaxface.train import config_file  # pylint: disable=import-outside-toplevel
-  return _method_of(config_file.load_config(config_spec, overrides), config_spec)
+  config = config_file.load_config(config_spec, overrides)
+  return config, _method_of(config, config_spec)
 
 
 def cmd_train(args) -> None:
@@ -196,7 +197,7 @@ def cmd_export(args) -> None:
   from jaxface import train  # pylint: disable=import-outside-toplevel
   from jaxface.train import checkpoints, config_file  # pylint: disable=import-outside-toplevel
   config = config_file.read_config(args.checkpoint)
-  _, method = _method_of(config, args.checkpoint)
+  method = _method_of(config, args.checkpoint)
   template = jax.eval_shape(lambda: method.init_state(config, jax.random.key(config.seed)))
   with checkpoints.CheckpointManager.open(args.checkpoint, save_every=1, keep=None) as manager:
     state = manager.restore_latest(template)

@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data_pipelines.builders import common
+from jaxface.eval.micc import scan_path  # the scan `jaxface evaluate` scores
 
 SETTINGS = ("Indoor-Cooperative", "PTZ-Indoor", "PTZ-Outdoor")
 
@@ -27,15 +28,6 @@ SETTINGS = ("Indoor-Cooperative", "PTZ-Indoor", "PTZ-Outdoor")
 class MiccConfig(tfds.core.BuilderConfig):
   """Frames per example T."""
   frames: int = 8
-
-
-def scan_path(subject_dir: pathlib.Path):
-  """The subject's frontal scan: the first Model/frontal1/obj/*.obj, else frontal2's."""
-  for name in ("frontal1", "frontal2"):
-    objs = sorted((subject_dir / "Model" / name / "obj").glob("*.obj"))
-    if objs:
-      return objs[0]
-  return None
 
 
 class Micc(common.ManualBuilder):

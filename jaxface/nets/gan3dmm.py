@@ -48,11 +48,8 @@ class Gan3dmmGenerator(nn.Module):
   dtype: Any = None
 
   def setup(self):
-    if self.backbone not in resnet.BACKBONES:
-      raise ValueError(f"backbone must be one of {sorted(resnet.BACKBONES)}; "
-                       f"got {self.backbone!r}")
-    self.resnet = resnet.BACKBONES[self.backbone](norm=self.norm, axis_name=self.axis_name,
-                                                  dtype=self.dtype)
+    self.resnet = resnet.make_backbone(self.backbone, norm=self.norm, axis_name=self.axis_name,
+                                       dtype=self.dtype)
     self.head = nn.Dense(self.num_coefficients, dtype=self.dtype,
                          kernel_init=nn.initializers.variance_scaling(
                              self.head_init_scale, "fan_in", "truncated_normal"))

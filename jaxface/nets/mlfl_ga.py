@@ -180,11 +180,8 @@ class MLFLGAEncoder(nn.Module):
   dtype: Any = None
 
   def setup(self):
-    if self.backbone not in resnet.BACKBONES:
-      raise ValueError(f"backbone must be one of {sorted(resnet.BACKBONES)}; "
-                       f"got {self.backbone!r}")
-    self.resnet = resnet.BACKBONES[self.backbone](norm=self.norm, axis_name=self.axis_name,
-                                                  dtype=self.dtype)
+    self.resnet = resnet.make_backbone(self.backbone, norm=self.norm, axis_name=self.axis_name,
+                                       dtype=self.dtype)
     num_stages = len(self.resnet.stage_sizes)
     if any(s not in range(1, num_stages + 1) for s in self.rga_stages):
       raise ValueError(f"rga_stages must be in 1..{num_stages}; got {self.rga_stages}")

@@ -291,3 +291,10 @@ def tiny_resnet(**kw) -> ResNet:
 BACKBONES: dict[str, Callable[..., ResNet]] = {
     "resnet18": resnet18, "resnet50": resnet50, "tiny": tiny_resnet}
 """Backbone constructors by config name; each takes ResNet's fields as keywords."""
+
+
+def make_backbone(name: str, **fields) -> ResNet:
+  """The backbone called `name` (a `BACKBONES` key); ValueError listing them otherwise."""
+  if name not in BACKBONES:
+    raise ValueError(f"backbone must be one of {sorted(BACKBONES)}; got {name!r}")
+  return BACKBONES[name](**fields)

@@ -246,11 +246,6 @@ def init_state(config: Any, rng: jax.Array) -> state_lib.TrainState:
       tx={GENERATOR: optax.adam(lr), DISCRIMINATOR: optax.adam(lr)}, rng=rng)
 
 
-def camera_for(blocks: Mapping[str, jax.Array], image_size: tuple[int, int]) -> render.Camera:
-  """The fitter's perspective camera for [N] rotation/translation blocks."""
-  return fitting.camera_for(blocks, image_size)
-
-
 def make_train_step(config: Any, model: morphable.MorphableModel | None = None,
                     topology: render.Topology | None = None):
   """The per-device GAN-3DMM step (module docstring).
@@ -296,7 +291,7 @@ def make_train_step(config: Any, model: morphable.MorphableModel | None = None,
       terms["supervised"] = supervised_loss(blocks, batch, n // batch["image"].shape[0])
     if needs_render or "landmark" in weights:
       vertices = morphable.decode(model, blocks["shape"], blocks["expression"])
-      camera = camera_for(blocks, (height, width))
+      camera = fitting.camera_for(blocks, (height, width))
     if "landmark" in weights:
       predicted = render.project(camera, morphable.landmarks_3d(model, vertices))[0]
       terms["landmark"] = losses.landmark_loss(predicted, landmarks, norm=landmark_norm,
