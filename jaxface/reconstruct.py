@@ -183,7 +183,7 @@ class Summary:
 
 def reconstruct(paths, out_dir, *, model_spec="bfm_sim_front", multi_frame=False,
                 steps=200, all_faces=False, use_identity=True,
-                config: fit.FitConfig | None = None, log=print) -> Summary:
+                config: fit.FitConfig | None = None, checkpoint=None, log=print) -> Summary:
   """Reconstructs every image (or, with `multi_frame`, all of them as one person).
 
   Args:
@@ -192,6 +192,8 @@ def reconstruct(paths, out_dir, *, model_spec="bfm_sim_front", multi_frame=False
     multi_frame: fit one shared identity to the largest face of every image.
     steps: optimisation steps. all_faces: every face, not only the largest.
     use_identity: include the dlib identity loss.
+    checkpoint: a `jaxface export` file: its trained encoder's estimate starts the fit
+      (`steps=0`: the estimate is the result, no fitting).
     log: where per-image messages go.
   Returns:
     A `Summary`; failures (unreadable image, no face) are logged and counted.
@@ -204,6 +206,10 @@ def reconstruct(paths, out_dir, *, model_spec="bfm_sim_front", multi_frame=False
   if use_identity:
     from jaxface import nets  # pylint: disable=import-outside-toplevel
     identity_params = nets.load_dlib_params()
+  predictor = None
+  if checkpoint is not None:
+    from jaxface.train import inference  # pylint: disable=import-outside-toplevel
+    predictor = inference.load_predictor(checkpoint)
   config = dataclasses.replace(config or fit.FitConfig(), steps=steps)
   summary, start = Summary(), time.perf_counter()
   groups = []  # (stem, photo, crops)
@@ -226,9 +232,12 @@ def reconstruct(paths, out_dir, *, model_spec="bfm_sim_front", multi_frame=False
   for batch in batches:
     crops = [crop for _, _, crop in batch]
     targets = fit_targets(crops, identity_params)
+    init = None if predictor is None else inference.fit_init(
+        predictor, model, np.asarray(targets.images), np.asarray(targets.landmarks),
+        np.asarray(targets.masks))
     result = fit.fit(model, targets, config=config,
                      identity_fn=dlib_identity if use_identity else None,
-                     identity_params=identity_params, topology=topology)
+                     identity_params=identity_params, topology=topology, init=init)
     folder = pathlib.Path(tempfile.mkdtemp(prefix=".jaxface-", dir=out_dir))
     try:
       textures = []

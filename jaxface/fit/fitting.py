@@ -203,7 +203,8 @@ class FitResult:
 
 def fit(model, targets: FitTargets, *, config: FitConfig = FitConfig(),
         identity_fn: Optional[Callable] = None, identity_params=None, topology=None,
-        progress: Optional[Callable[[int, dict], None]] = None) -> FitResult:
+        progress: Optional[Callable[[int, dict], None]] = None,
+        init: Optional[dict] = None) -> FitResult:
   """Fits shape, expression, albedo, pose and light to T aligned frames.
 
   Args:
@@ -214,12 +215,15 @@ def fit(model, targets: FitTargets, *, config: FitConfig = FitConfig(),
       every fit so the compiled step is reused).
     topology: `render.make_topology(model.triangles)` (computed if None).
     progress: called as progress(step, terms) every 10 steps.
+    init: starting parameters in `init_params`' layout (e.g. a trained encoder's
+      estimate, `jaxface.train.inference.fit_init`); default `init_params`.
   Returns:
-    `FitResult`; `compile_seconds` is the time of each stage's first step.
+    `FitResult`; `compile_seconds` is the time of each stage's first step. With
+    `config.steps == 0` the params are the start and the history is empty.
   """
   topology = topology or render.make_topology(model.triangles)
-  params = init_params(model, np.asarray(targets.landmarks), np.asarray(targets.images),
-                       np.asarray(targets.masks))
+  params = init if init is not None else init_params(
+      model, np.asarray(targets.landmarks), np.asarray(targets.images), np.asarray(targets.masks))
   opt_state = optax.adam(config.learning_rate).init(params)
   landmarks_only = dataclasses.replace(config, photometric=0.0, identity=0.0)
   first_photometric = int(config.stages[0] * config.steps)
@@ -239,7 +243,8 @@ def fit(model, targets: FitTargets, *, config: FitConfig = FitConfig(),
     if progress is not None and (i % 10 == 0 or i == config.steps - 1):
       progress(i, {k: float(v) for k, v in terms.items()})
   jax.block_until_ready(params)
-  stacked = {k: np.array([float(h.get(k, 0.0)) for h in history]) for k in history[-1]}
+  stacked = {k: np.array([float(h.get(k, 0.0)) for h in history])
+             for k in (history[-1] if history else ())}
   return FitResult(params=params, history=stacked,
                    seconds=time.perf_counter() - start - compile_seconds,
                    compile_seconds=compile_seconds)

@@ -206,6 +206,12 @@ def layout(config: Any, model: morphable.MorphableModel | None = None
   return coefficients_lib.layout_for(model, "perspective")
 
 
+def camera(config: Any, blocks: dict, image_size: tuple[int, int]) -> render.Camera:
+  """The perspective camera of regressed blocks (the fitter's: `fitting.camera_for`)."""
+  del config
+  return fitting.camera_for(blocks, image_size)
+
+
 def networks(config: Any, num_coefficients: int, *, axis_name: str | None = None):
   """(generator, discriminator) modules from `config.model`."""
   m = config.model
@@ -291,13 +297,13 @@ def make_train_step(config: Any, model: morphable.MorphableModel | None = None,
       terms["supervised"] = supervised_loss(blocks, batch, n // batch["image"].shape[0])
     if needs_render or "landmark" in weights:
       vertices = morphable.decode(model, blocks["shape"], blocks["expression"])
-      camera = fitting.camera_for(blocks, (height, width))
+      cam = camera(config, blocks, (height, width))
     if "landmark" in weights:
-      predicted = render.project(camera, morphable.landmarks_3d(model, vertices))[0]
+      predicted = render.project(cam, morphable.landmarks_3d(model, vertices))[0]
       terms["landmark"] = losses.landmark_loss(predicted, landmarks, norm=landmark_norm,
                                                scale=width / 224.0)
     if needs_render:
-      out = render.render(vertices, topology, camera,
+      out = render.render(vertices, topology, cam,
                           albedo=morphable.albedo(model, blocks["albedo"]),
                           light=blocks["light"], **render_options)
       if "skin" in weights:

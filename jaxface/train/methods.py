@@ -4,7 +4,8 @@
 `make_train_step(config, model=None, topology=None) -> step(state, batch, rng) ->
 (state, metrics)` (pure, per device), `predict(config, state, images, landmarks, mask)
 -> {coefficient block: [N, ...]}`, `layout(config)` (the coefficient layout `predict`
-returns) and `terms` (the loss names `config.loss_weights` may set). The config file of
+returns), `camera(config, blocks, (H, W)) -> render.Camera` (how the blocks project) and
+`terms` (the loss names `config.loss_weights` may set). The config file of
 method `name` is `configs/<name>.py` (`config_module`).
 
 Typical use (what `jaxface train` does):
@@ -28,14 +29,15 @@ class Method(NamedTuple):
   make_train_step: Callable[..., Any]
   predict: Callable[..., Any]
   layout: Callable[..., Any]
+  camera: Callable[..., Any]
   terms: tuple
 
 
 METHODS: dict[str, Method] = {
     "gan3dmm": Method(gan3dmm.init_state, gan3dmm.make_train_step, gan3dmm.predict,
-                      gan3dmm.layout, gan3dmm.TERMS),
+                      gan3dmm.layout, gan3dmm.camera, gan3dmm.TERMS),
     "mlfl_ga": Method(mlfl_ga.init_state, mlfl_ga.make_train_step, mlfl_ga.predict,
-                      mlfl_ga.layout, mlfl_ga.TERMS),
+                      mlfl_ga.layout, mlfl_ga.camera, mlfl_ga.TERMS),
 }
 
 

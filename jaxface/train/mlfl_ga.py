@@ -95,6 +95,14 @@ def to_blocks(codes: dict) -> dict:
           "light": codes["light"]}
 
 
+def camera(config: Any, blocks: dict, image_size: tuple[int, int]) -> render.Camera:
+  """The orthographic camera of `to_blocks` output (v = s·P(R M) + t)."""
+  del config
+  return render.orthographic_camera(render.euler_to_matrix(blocks["rotation"]),
+                                    blocks["translation"], blocks["scale"][:, 0],
+                                    image_size=image_size)
+
+
 def roll_frames(x: jax.Array, frames: int, shift: int = 1) -> jax.Array:
   """Rolls per-image codes across the T frames of each sample (shape consistency).
 
@@ -151,11 +159,9 @@ def make_train_step(config: Any, model: morphable.MorphableModel | None = None,
     shape = blocks["shape"] if shape is None else shape
     albedo = blocks["albedo"] if albedo is None else albedo
     vertices = morphable.decode(model, shape, blocks["expression"])
-    camera = render.orthographic_camera(render.euler_to_matrix(blocks["rotation"]),
-                                        blocks["translation"], blocks["scale"][:, 0],
-                                        image_size=image_size)
-    lmk = render.project(camera, morphable.landmarks_3d(model, vertices))[0]
-    return vertices, camera, albedo, lmk
+    cam = camera(config, blocks, image_size)
+    lmk = render.project(cam, morphable.landmarks_3d(model, vertices))[0]
+    return vertices, cam, albedo, lmk
 
   def loss_fn(params, batch_stats, batch, images, landmarks, face_mask):
     n, height, width = images.shape[:3]
@@ -164,7 +170,7 @@ def make_train_step(config: Any, model: morphable.MorphableModel | None = None,
                                    encoder_input(config, images, landmarks, face_mask),
                                    train=True, mutable=["batch_stats"])
     blocks = to_blocks(codes)
-    vertices, camera, albedo, predicted = draw(blocks, (height, width))
+    vertices, cam, albedo, predicted = draw(blocks, (height, width))
     unit = width / 2.0  # pixels per normalised image unit
     terms = {}
 
@@ -173,7 +179,7 @@ def make_train_step(config: Any, model: morphable.MorphableModel | None = None,
                                             norm="l2")
 
     if image_terms & set(weights):
-      out = render.render(vertices, topology, camera,
+      out = render.render(vertices, topology, cam,
                           albedo=morphable.albedo(model, albedo), light=blocks["light"],
                           **render_options)
       coverage = jax.lax.stop_gradient(out.mask)

@@ -1,12 +1,17 @@
-"""`jaxface train` / `jaxface export`: a smoke run end to end, bad configs."""
+"""`jaxface train` / `export` / `reconstruct --checkpoint`: a smoke run end to end, bad configs."""
 
+import json
 import pathlib
+
+import numpy as np
+import skimage.data
+from PIL import Image
 
 import pytest
 
 from data_pipelines import synthetic
-from jaxface import cli, synth
-from jaxface.train import checkpoints
+from jaxface import cli, morphable, preprocess, reconstruct, synth
+from jaxface.train import checkpoints, inference
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 GAN = str(ROOT / "configs" / "gan3dmm.py") + ":smoke"
@@ -40,6 +45,22 @@ def test_train_then_export(data_dir, tmp_path, capsys):
   exported = checkpoints.load_exported(tmp_path / "g.msgpack")
   assert set(exported["params"]) >= {"generator"}
   assert exported["metadata"]["method"] == "gan3dmm"
+
+  # The export drives reconstruct: with --steps 0 the network's estimate is the result.
+  out, photo = tmp_path / "out", tmp_path / "astronaut.png"
+  Image.fromarray(skimage.data.astronaut()).save(photo)
+  assert cli.main(["reconstruct", str(photo), "--checkpoint", str(tmp_path / "g.msgpack"),
+                   "--steps", "0", "--no-identity", "--out", str(out)]) == 0
+  params = json.loads((out / "astronaut_params.json").read_text())
+  targets = reconstruct.fit_targets(preprocess.detect_and_align(preprocess.load_image(photo)),
+                                    None)
+  expected = inference.fit_init(inference.load_predictor(tmp_path / "g.msgpack"),
+                                morphable.default_model("front"), *(
+                                    np.asarray(x) for x in (targets.images, targets.landmarks,
+                                                            targets.masks)))
+  np.testing.assert_allclose(params["shape"], expected["shape"], atol=2e-5)
+  np.testing.assert_allclose(params["rotation_euler_xyz_rad"], expected["rotation"][0], atol=2e-5)
+  assert (out / "astronaut_neutral.obj").exists()
 
 
 @pytest.mark.parametrize("extra, message", [
