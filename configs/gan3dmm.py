@@ -64,6 +64,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "gan_kind": "non_saturating",  # or "minimax" (eq. 2 literally), "lsgan"
       "identity_net": "dlib_resnet_v1",
       "landmark_norm": "l2",
+      "supervised_blocks": ("shape", "expression", "albedo"),  # what `supervised` fits
   })
   config.train = ml_collections.ConfigDict({
       "num_steps": 200_000,

@@ -16,9 +16,17 @@ import ml_collections
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """The MLFL-GA coarse-stage config; `arg="smoke"` gives a CPU-minute variant."""
-  if arg not in (None, "", "smoke"):
-    raise ValueError(f"unknown config variant {arg!r}: use none or 'smoke'")
+  """The MLFL-GA coarse-stage config.
+
+  `arg="smoke"`: a CPU-minute variant (tests). `arg="cpu"`: the CPU learning run (2
+  cores, about 25 minutes with its evaluations): a 64-px tiny encoder that also reads
+  the landmark coordinates, trained on the synthetic data's supervised shape and
+  expression plus the landmark term. The render-based terms are off: on a 2-core CPU
+  the renderer costs ~55 ms per 64-px image forward+backward (benchmarks/
+  train_bench.py), 20x the tiny encoder.
+  """
+  if arg not in (None, "", "smoke", "cpu"):
+    raise ValueError(f"unknown config variant {arg!r}: use none, 'smoke' or 'cpu'")
   config = ml_collections.ConfigDict()
   config.method = "mlfl_ga"
   config.parallelism = "shard_map"
@@ -51,6 +59,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "head_init_scale": 1e-4,
       "camera_scale_init": 0.01,  # normalised image units per mm
       "light_init": 1.0,
+      "landmark_vector": False,  # also regress from the landmark coordinates (extension)
   })
   config.morphable = ml_collections.ConfigDict({"model": "bfm_sim_front"})
   config.render = ml_collections.ConfigDict({
@@ -75,6 +84,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.loss = ml_collections.ConfigDict({
       "identity_net": "dlib_resnet_v1",
       "consistency_albedo": True,  # roll albedo with shape in shape consistency
+      "supervised_blocks": ("shape", "expression", "albedo"),  # what `supervised` fits
   })
   config.train = ml_collections.ConfigDict({
       "num_steps": 300_000,
@@ -112,4 +122,28 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.image_every = 0
     config.eval.batch_size = 8
     config.eval.num_batches = 1
+  if arg == "cpu":
+    batch_size.set(32)
+    config.input.frames = 1
+    config.input.image_size = 64
+    config.input.shuffle_buffer = 512
+    config.model.backbone = "tiny"
+    config.model.rga_stages = (3, 4)
+    config.model.fpn_width = 16
+    config.model.hidden = 256
+    config.model.landmark_channels = "map"
+    config.model.landmark_vector = True
+    for name in config.loss_weights:
+      config.loss_weights[name] = 0.0
+    config.loss_weights.landmark = 1.0
+    config.loss_weights.supervised = 1.0
+    config.loss.supervised_blocks = ("shape", "expression")
+    config.train.learning_rate = 1e-3
+    config.train.num_steps = 12_000
+    config.train.log_every = 500
+    config.train.checkpoint_every = 2_000
+    config.train.image_every = 2_000
+    config.train.eval_every = 2_000
+    config.eval.batch_size = 16
+    config.eval.num_batches = 2
   return config

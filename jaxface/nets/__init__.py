@@ -10,5 +10,6 @@ from jaxface.nets.resnet import (BACKBONES, ResNet, make_norm, resnet18, resnet5
                                  tiny_resnet)
 from jaxface.nets.attention import RGA, RGAChannel, RGASpatial, relation_embed
 from jaxface.nets.gan3dmm import CoefficientDiscriminator, Gan3dmmGenerator
-from jaxface.nets.mlfl_ga import (PRIOR_CHANNELS, MLFLGAEncoder, landmark_heatmaps,
-                                  landmark_map, prior_input, tiny_mlfl_ga)
+from jaxface.nets.mlfl_ga import (LANDMARK_VECTOR_SIZE, PRIOR_CHANNELS, MLFLGAEncoder,
+                                  RunningWhitening, landmark_heatmaps, landmark_map,
+                                  landmark_vector, prior_input, tiny_mlfl_ga)

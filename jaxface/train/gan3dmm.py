@@ -124,20 +124,24 @@ def merge_frames(batch: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array, 
 
 
 def supervised_loss(predicted: Mapping[str, jax.Array], batch: Mapping[str, jax.Array],
-                    frames: int) -> jax.Array:
+                    frames: int, blocks: tuple[str, ...] = SUPERVISED_BLOCKS) -> jax.Array:
   """[N] mean squared error of shape/expression/albedo to the batch's ground truth.
 
   Args:
     predicted: {"shape" [N, Ks], "expression" [N, Ke], "albedo" [N, Ka]}, N = B·T.
     batch: holds some of `shape [B, Ks]`, `expression [B, T, Ke]`, `albedo [B, Ka]`.
     frames: T.
+    blocks: which of SUPERVISED_BLOCKS to supervise (`config.loss.supervised_blocks`).
   Returns:
     [N] the mean over all supervised coefficients of each image.
   Raises:
     ValueError: the batch holds none of them, or sizes differ from the model's.
   """
   errors = []
-  for name in SUPERVISED_BLOCKS:
+  unknown = sorted(set(blocks) - set(SUPERVISED_BLOCKS))
+  if unknown:
+    raise ValueError(f"loss.supervised_blocks: unknown {unknown}; choose from {SUPERVISED_BLOCKS}")
+  for name in blocks:
     if name not in batch:
       continue
     target = batch[name].astype(jnp.float32)
@@ -276,6 +280,7 @@ def make_train_step(config: Any, model: morphable.MorphableModel | None = None,
   identity_params, embed = (identity_embedder(config) if "identity" in weights
                             else (None, None))
   offset = output_offset(config, lay)
+  supervised_blocks = tuple(config.loss.get("supervised_blocks", SUPERVISED_BLOCKS))
   needs_render = bool({"identity", "skin"} & set(weights))
 
   def generator_forward(params, batch_stats, images):
@@ -294,7 +299,8 @@ def make_train_step(config: Any, model: morphable.MorphableModel | None = None,
     if "prior" in weights:
       terms["prior"] = losses.coefficient_prior(coefficients_lib.normalised(lay, blocks))
     if "supervised" in weights:
-      terms["supervised"] = supervised_loss(blocks, batch, n // batch["image"].shape[0])
+      terms["supervised"] = supervised_loss(blocks, batch, n // batch["image"].shape[0],
+                                            supervised_blocks)
     if needs_render or "landmark" in weights:
       vertices = morphable.decode(model, blocks["shape"], blocks["expression"])
       cam = camera(config, blocks, (height, width))

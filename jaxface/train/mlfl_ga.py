@@ -72,7 +72,7 @@ def encoder_for(config: Any, model: morphable.MorphableModel, *,
       predict_jaw=False, backbone=m.backbone, norm=m.norm, axis_name=axis_name,
       rga_stages=tuple(m.rga_stages), fpn_width=m.fpn_width, hidden=m.hidden,
       head_init_scale=m.head_init_scale, camera_scale_init=m.camera_scale_init,
-      light_init=m.light_init)
+      light_init=m.light_init, landmark_vector=m.get("landmark_vector", False))
 
 
 def encoder_input(config: Any, images: jax.Array, landmarks: jax.Array,
@@ -124,7 +124,8 @@ def init_state(config: Any, rng: jax.Array) -> state_lib.TrainState:
   encoder = encoder_for(config, model)
   size = config.input.image_size
   channels = 3 + nets.PRIOR_CHANNELS[config.model.landmark_channels]
-  variables = encoder.init(rng, jnp.zeros((1, size, size, channels), jnp.float32), train=False)
+  variables = encoder.init(rng, jnp.zeros((1, size, size, channels), jnp.float32), train=False,
+                           landmarks=jnp.ones((1, 68, 2), jnp.float32))
   return state_lib.TrainState.create(
       params={ENCODER: variables["params"]},
       batch_stats={ENCODER: variables.get("batch_stats", {})},
@@ -154,6 +155,7 @@ def make_train_step(config: Any, model: morphable.MorphableModel | None = None,
   identity_params, embed = (common.identity_embedder(config) if "identity" in weights
                             else (None, None))
   image_terms = {"photometric", "mask", "ssim", "identity"}
+  supervised_blocks = tuple(config.loss.get("supervised_blocks", common.SUPERVISED_BLOCKS))
 
   def draw(blocks, image_size, shape=None, albedo=None):
     shape = blocks["shape"] if shape is None else shape
@@ -168,7 +170,7 @@ def make_train_step(config: Any, model: morphable.MorphableModel | None = None,
     frames = batch["image"].shape[1]
     codes, updates = encoder.apply({"params": params, "batch_stats": batch_stats},
                                    encoder_input(config, images, landmarks, face_mask),
-                                   train=True, mutable=["batch_stats"])
+                                   train=True, landmarks=landmarks, mutable=["batch_stats"])
     blocks = to_blocks(codes)
     vertices, cam, albedo, predicted = draw(blocks, (height, width))
     unit = width / 2.0  # pixels per normalised image unit
@@ -214,7 +216,7 @@ def make_train_step(config: Any, model: morphable.MorphableModel | None = None,
       if name in weights:
         terms[name] = jnp.sum(jnp.square(blocks[block]), -1)
     if "supervised" in weights:
-      terms["supervised"] = common.supervised_loss(blocks, batch, frames)
+      terms["supervised"] = common.supervised_loss(blocks, batch, frames, supervised_blocks)
     del n
     total = common.weighted_total({k: jnp.mean(v) for k, v in terms.items()}, weights)
     return total, (terms, updates["batch_stats"])
@@ -249,5 +251,5 @@ def predict(config: Any, state: state_lib.TrainState, images: jax.Array,
   model = common.load_model(config.morphable.model)
   codes = encoder_for(config, model).apply(
       {"params": state.params[ENCODER], "batch_stats": state.batch_stats[ENCODER]},
-      encoder_input(config, images, landmarks, mask), train=False)
+      encoder_input(config, images, landmarks, mask), train=False, landmarks=landmarks)
   return to_blocks(codes)

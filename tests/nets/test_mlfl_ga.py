@@ -10,6 +10,7 @@ import pytest
 from jaxface import nets, render
 from jaxface.nets import attention
 from tests.nets.test_resnet import (
+  KEY,
   abstract_init,
   apply,
   count,
@@ -222,3 +223,49 @@ def test_full_size_parameter_count():
   assert count(params["resnet"]) == backbone == 23_724_416
   assert count({k: v for k, v in params.items() if k.startswith("rga")}) == rga == 10_077_168
   assert count(params) == backbone + rga + lateral + smooth + regressor == 38_437_468
+
+
+def test_landmark_vector_keeps_geometry_apart_from_position_and_size():
+  rng = np.random.default_rng(0)
+  landmarks = rng.uniform(20, 40, (1, 68, 2)).astype(np.float32)
+  moved = landmarks * 1.5 + np.array([7.0, -3.0], np.float32)
+  a, b = (np.asarray(nets.landmark_vector(jnp.asarray(x), 64)) for x in (landmarks, moved))
+  assert a.shape == (1, nets.LANDMARK_VECTOR_SIZE)
+  np.testing.assert_allclose(a[:, :136], b[:, :136], atol=1e-5)  # shape part: invariant
+  np.testing.assert_allclose(b[:, 136:138] - a[:, 136:138],
+                             (landmarks.mean(1) * 0.5 + [7.0, -3.0]) / 64, atol=1e-5)
+  np.testing.assert_allclose(b[:, 138] - a[:, 138], np.log(1.5), atol=1e-5)
+  np.testing.assert_allclose(np.sqrt(np.mean(np.sum(a[:, :136].reshape(68, 2) ** 2, -1))), 1.0,
+                             rtol=1e-5)
+
+
+def test_landmark_vector_feeds_the_regressor():
+  x = _tiny_input()
+  plain = abstract_init(nets.tiny_mlfl_ga(), x, train=False)["params"]
+  with_vector = nets.tiny_mlfl_ga(landmark_vector=True)
+  landmarks = jnp.full((x.shape[0], 68, 2), 16.0) + jnp.arange(68.0)[None, :, None] / 10
+  params = abstract_init(with_vector, x, train=False, landmarks=landmarks)["params"]
+  hidden = params["fc"]["kernel"].shape[1]
+  assert count(params) - count(plain) == nets.LANDMARK_VECTOR_SIZE * hidden
+  with pytest.raises(ValueError, match="needs landmarks"):
+    abstract_init(with_vector, x, train=False)
+  variables = random_variables(with_vector, x, train=False, landmarks=landmarks)
+  a = apply(with_vector, variables, x, train=False, landmarks=landmarks)["shape"]
+  b = apply(with_vector, variables, x, train=False, landmarks=landmarks * 1.1 + 3)["shape"]
+  assert np.abs(np.asarray(a) - np.asarray(b)).max() > 1e-6  # the coordinates matter
+
+
+def test_running_whitening_decorrelates_after_training_batches():
+  rng = np.random.default_rng(0)
+  mixing = rng.normal(size=(5, 5)) * np.array([3.0, 1.0, 0.5, 1.0, 2.0])[:, None]
+  data = (rng.normal(size=(4000, 5)) @ mixing + 3.0).astype(np.float32)
+  layer = nets.RunningWhitening(momentum=0.97)
+  variables = layer.init(KEY, jnp.asarray(data[:2]), train=True)
+  assert float(variables["batch_stats"]["weight"]) == 0.0  # init leaves no statistics
+  np.testing.assert_array_equal(layer.apply(variables, data[:3], train=False), data[:3])
+  step = jax.jit(lambda v, x: layer.apply(v, x, train=True, mutable=["batch_stats"]))
+  for i in range(100):
+    _, variables = step(variables, data[i * 40:(i + 1) * 40])
+  out = np.asarray(layer.apply(variables, data, train=False))
+  np.testing.assert_allclose(np.cov(out.T), np.eye(5), atol=0.15)
+  np.testing.assert_allclose(out.mean(0), 0.0, atol=0.15)
