@@ -70,6 +70,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "num_steps": 200_000,
       "batch_size": batch_size,
       "learning_rate": 1e-4,  # Adam, both networks (the paper's)
+      "schedule": "constant",  # or "cosine": decayed to 0 at num_steps
       "log_every": 100,
       "checkpoint_every": 5_000,
       "keep_checkpoints": 3,

@@ -90,6 +90,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "num_steps": 300_000,
       "batch_size": batch_size,
       "learning_rate": 1e-4,  # Adam (the paper's)
+      "schedule": "constant",  # or "cosine": decayed to 0 at num_steps
       "log_every": 100,
       "checkpoint_every": 5_000,
       "keep_checkpoints": 3,
@@ -139,6 +140,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss_weights.supervised = 1.0
     config.loss.supervised_blocks = ("shape", "expression")
     config.train.learning_rate = 1e-3
+    config.train.schedule = "cosine"
     config.train.num_steps = 12_000
     config.train.log_every = 500
     config.train.checkpoint_every = 2_000

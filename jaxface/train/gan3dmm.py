@@ -98,6 +98,22 @@ def active_weights(config: Any, names: tuple[str, ...]) -> dict[str, float]:
   return {name: float(weights[name]) for name in names if weights.get(name, 0.0)}
 
 
+def learning_rate(config: Any) -> optax.ScalarOrSchedule:
+  """Adam's step size: `train.learning_rate`, constant, or with `train.schedule="cosine"`
+  decayed to 0 over `train.num_steps` (the optimiser's own step count drives it, so a
+  resumed run continues the schedule exactly).
+
+  Raises:
+    ValueError: an unknown schedule.
+  """
+  lr, schedule = config.train.learning_rate, config.train.get("schedule", "constant")
+  if schedule == "constant":
+    return lr
+  if schedule == "cosine":
+    return optax.cosine_decay_schedule(lr, config.train.num_steps)
+  raise ValueError(f"train.schedule must be 'constant' or 'cosine'; got {schedule!r}")
+
+
 def weighted_total(terms: Mapping[str, jax.Array], weights: Mapping[str, float]) -> jax.Array:
   """[] Σ weights[name]·terms[name] over the computed terms."""
   return sum((weights[name] * value for name, value in terms.items()),
@@ -249,7 +265,7 @@ def init_state(config: Any, rng: jax.Array) -> state_lib.TrainState:
   size = config.input.image_size
   g_vars = generator.init(g_rng, jnp.zeros((1, size, size, 3), jnp.float32), train=False)
   d_vars = discriminator.init(d_rng, jnp.zeros((1, lay.size_of()), jnp.float32))
-  lr = config.train.learning_rate
+  lr = learning_rate(config)
   return state_lib.TrainState.create(
       params={GENERATOR: g_vars["params"], DISCRIMINATOR: d_vars["params"]},
       batch_stats={GENERATOR: g_vars.get("batch_stats", {})},

@@ -119,7 +119,7 @@ def roll_frames(x: jax.Array, frames: int, shift: int = 1) -> jax.Array:
 
 
 def init_state(config: Any, rng: jax.Array) -> state_lib.TrainState:
-  """Step-0 state: "encoder" params + batch_stats, Adam(config.train.learning_rate)."""
+  """Step-0 state: "encoder" params + batch_stats, Adam (`common.learning_rate`)."""
   model = common.load_model(config.morphable.model)
   encoder = encoder_for(config, model)
   size = config.input.image_size
@@ -129,7 +129,7 @@ def init_state(config: Any, rng: jax.Array) -> state_lib.TrainState:
   return state_lib.TrainState.create(
       params={ENCODER: variables["params"]},
       batch_stats={ENCODER: variables.get("batch_stats", {})},
-      tx={ENCODER: optax.adam(config.train.learning_rate)}, rng=rng)
+      tx={ENCODER: optax.adam(common.learning_rate(config))}, rng=rng)
 
 
 def make_train_step(config: Any, model: morphable.MorphableModel | None = None,

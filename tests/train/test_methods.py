@@ -221,6 +221,19 @@ def test_cpu_learning_config_trains_without_the_renderer():
     methods.config_module("mlfl_ga").get_config("gpu")
 
 
+def test_learning_rate_schedules():
+  config = methods.config_module("mlfl_ga").get_config("cpu")
+  schedule = gan3dmm.learning_rate(config)
+  assert float(schedule(0)) == pytest.approx(config.train.learning_rate)
+  assert float(schedule(config.train.num_steps // 2)) == pytest.approx(
+      config.train.learning_rate / 2, rel=1e-4)
+  assert float(schedule(config.train.num_steps)) == pytest.approx(0.0, abs=1e-9)
+  assert gan3dmm.learning_rate(methods.config_module("gan3dmm").get_config()) == 1e-4
+  config.train.schedule = "step"
+  with pytest.raises(ValueError, match="train.schedule"):
+    gan3dmm.learning_rate(config)
+
+
 def test_unknown_method_and_loss_weight_are_clear_errors():
   with pytest.raises(ValueError, match="unknown method"):
     methods.get("nope")
