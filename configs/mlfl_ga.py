@@ -19,7 +19,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The MLFL-GA coarse-stage config.
 
   `arg="smoke"`: a CPU-minute variant (tests). `arg="cpu"`: the CPU learning run (2
-  cores, about 25 minutes with its evaluations): a 64-px tiny encoder that also reads
+  cores, about 22 minutes with its evaluations): a 64-px tiny encoder that also reads
   the landmark coordinates, trained on the synthetic data's supervised shape and
   expression plus the landmark term. The render-based terms are off: on a 2-core CPU
   the renderer costs ~55 ms per 64-px image forward+backward (benchmarks/
@@ -141,7 +141,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss.supervised_blocks = ("shape", "expression")
     config.train.learning_rate = 1e-3
     config.train.schedule = "cosine"
-    config.train.num_steps = 12_000
+    config.train.num_steps = 8_000
     config.train.log_every = 500
     config.train.checkpoint_every = 2_000
     config.train.image_every = 2_000
