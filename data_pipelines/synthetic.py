@@ -8,7 +8,8 @@ Layout of `out_dir` (one folder can hold several splits, each from its own seed)
   --protocol synthetic` read:
   <split>/images/<identity>_<frame>.png          the frames as PNG files
   <split>/ground_truth/<identity>.npz            neutral_vertices [V,3] mm, triangles,
-                                                 landmarks_3d [68,3] mm
+                                                 landmarks_3d [68,3] mm, landmarks_2d
+                                                 [F,68,2] image pixels, tags [F]
   <split>/frames.json                            {"frames": [{"image", "identity", "tags"}]}
 
 Identity i of a split is generated from (seed, i) alone, so the output does not depend
@@ -88,6 +89,7 @@ def _write_eval_files(folder: pathlib.Path, record: dict) -> None:
                  neutral_vertices=neutral.astype(np.float32),
                  triangles=np.asarray(model.triangles, np.int32),
                  landmarks_3d=np.asarray(morphable.landmarks_3d(model, neutral), np.float32),
+                 landmarks_2d=np.asarray(record["landmarks"], np.float32),
                  tags=np.asarray(record["tags"]))
 
 
