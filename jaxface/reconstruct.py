@@ -6,7 +6,8 @@ towards the camera (the model frame, canonical head pose):
                                 colours where visible, fitted albedo elsewhere)
   <stem>_neutral.obj            identity only (zero expression), same texture
   <stem>_lmk68.txt              68 x 3 landmarks of the neutral mesh
-  <stem>_params.json            coefficients, camera, light, crop transform, fit figures
+  <stem>_params.json            coefficients, camera, light, crop transform, fit figures,
+                                detected and fitted 68 landmarks in photo pixels
   <stem>_overlay.png            the render over the aligned crop, landmarks drawn
 With `multi_frame`, `identity*` files hold the shared identity and every frame gets
 the per-frame files. Each stem's files are written in a temporary folder and moved
@@ -147,8 +148,9 @@ def landmark_reprojection(model, params, crop) -> tuple[np.ndarray, float]:
   return predicted, float(error / max(interocular, 1e-6))
 
 
-def _params_json(model, params, crop, result, reprojection, cosine, t) -> str:
+def _params_json(model, params, crop, result, predicted, reprojection, cosine, t) -> str:
   tolist = lambda x: np.asarray(x).round(6).tolist()
+  to_photo = lambda p: preprocess.apply_transform(preprocess.invert_transform(crop.transform), p)
   return json.dumps({
       "model": model.name, "source": crop.source,
       "shape": tolist(params["shape"]), "albedo": tolist(params["albedo"]),
@@ -161,6 +163,8 @@ def _params_json(model, params, crop, result, reprojection, cosine, t) -> str:
                  "distance_mm": fit.fitting.CAMERA_DISTANCE_MM},
       "crop_transform": tolist(crop.transform),
       "landmark_error_over_interocular": round(reprojection, 5),
+      "landmarks_68_photo_px": {"detected": np.round(to_photo(crop.landmarks), 3).tolist(),
+                                "fitted": np.round(to_photo(predicted), 3).tolist()},
       "identity_cosine": None if cosine is None else round(cosine, 5),
       "final_losses": {k: round(float(v[-1]), 6) for k, v in result.history.items()},
       "fit_seconds": round(result.seconds, 3)}, indent=1)
@@ -255,7 +259,8 @@ def reconstruct(paths, out_dir, *, model_spec="bfm_sim_front", multi_frame=False
           summary.identity_cosine.append(cosine)
         _write_mesh_set(folder, stem, model, params["shape"], params["expression"][0], texture)
         export.write_text(folder / f"{stem}_params.json",
-                          _params_json(model, result.params, crop, result, reprojection, cosine, t))
+                          _params_json(model, result.params, crop, result, predicted,
+                                       reprojection, cosine, t))
         export.write_png(folder / f"{stem}_overlay.png",
                          overlay_image(crop, rendered, predicted))
         identity_note = "" if cosine is None else f", identity cosine {cosine:.3f}"

@@ -5,6 +5,7 @@ import os
 import pathlib
 
 import numpy as np
+import pytest
 import skimage.data
 import trimesh
 from PIL import Image
@@ -33,6 +34,14 @@ def test_astronaut_is_reconstructed_and_a_faceless_image_fails_alone(tmp_path, c
   params = json.loads((out / "astronaut_params.json").read_text())
   assert params["landmark_error_over_interocular"] <= 0.03
   assert params["identity_cosine"] >= 0.80
+  # The photo-pixel landmarks (the photo is 512 x 512): their error is the one reported.
+  detected = np.array(params["landmarks_68_photo_px"]["detected"])
+  fitted = np.array(params["landmarks_68_photo_px"]["fitted"])
+  assert detected.shape == fitted.shape == (68, 2)
+  assert np.all((detected > 0) & (detected < 512))
+  interocular = np.linalg.norm(detected[36:42].mean(0) - detected[42:48].mean(0))
+  assert np.linalg.norm(fitted - detected, axis=-1).mean() / interocular == pytest.approx(
+      params["landmark_error_over_interocular"], abs=1e-3)
   mesh = trimesh.load(out / "astronaut.obj", process=False)
   assert len(mesh.vertices) == front_model.num_vertices
   landmarks = np.loadtxt(out / "astronaut_lmk68.txt")
