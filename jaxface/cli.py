@@ -104,9 +104,17 @@ def cmd_evaluate(args) -> int:
   if args.multi_frame and args.protocol != "synthetic":
     raise JaxfaceError("--multi-frame applies to --protocol synthetic (MICC pools each "
                        "video's frames by itself)")
+  if args.baseline and args.protocol != "synthetic":
+    raise JaxfaceError("--baseline applies to --protocol synthetic")
+  if bool(args.baseline) == bool(args.pred):
+    raise JaxfaceError("give --pred (the predictions) or, with --protocol synthetic, "
+                       "--baseline (mean_face or oracle), not both")
+  synthetic = {"multi_frame": args.multi_frame, "pred_unit": args.pred_unit}
+  if args.baseline:
+    from jaxface import morphable  # pylint: disable=import-outside-toplevel
+    synthetic.update(baseline=args.baseline, model=morphable.load_model(args.model))
   options = {"now": {"metrical": args.metrical, "pred_unit": args.pred_unit},
-             "micc": {"pred_unit": args.pred_unit}, "aflw2000": {},
-             "synthetic": {"multi_frame": args.multi_frame, "pred_unit": args.pred_unit}}
+             "micc": {"pred_unit": args.pred_unit}, "aflw2000": {}, "synthetic": synthetic}
   report = evaluation.PROTOCOLS[args.protocol](
       args.pred, args.gt, log=lambda line: print(line, file=sys.stderr, flush=True),
       **options[args.protocol])
@@ -264,7 +272,7 @@ def make_parser() -> argparse.ArgumentParser:
   p = commands.add_parser("evaluate", help="score predictions with NoW, MICC Florence, "
                           "AFLW2000-3D or synthetic ground truth")
   p.add_argument("--protocol", required=True, choices=["now", "micc", "aflw2000", "synthetic"])
-  p.add_argument("--pred", required=True, help="folder of predictions (layouts: README)")
+  p.add_argument("--pred", help="folder of predictions (layouts: README)")
   p.add_argument("--gt", required=True, help="the dataset folder (layouts: README)")
   p.add_argument("--metrical", action="store_true",
                  help="NoW: metrical variant (no scale; see --pred-unit)")
@@ -272,6 +280,11 @@ def make_parser() -> argparse.ArgumentParser:
                  help="unit of the predicted meshes (default mm, as jaxface writes)")
   p.add_argument("--multi-frame", action="store_true",
                  help="synthetic: one prediction per identity (<identity>/identity_neutral.obj)")
+  p.add_argument("--baseline", choices=["mean_face", "oracle"],
+                 help="synthetic: score a baseline instead of --pred: the model's mean face, "
+                 "or the ground truth's projection onto its identity basis")
+  p.add_argument("--model", default="bfm_sim_front",
+                 help="synthetic --baseline: the face model that made the data")
   p.add_argument("--out", help="write report.json, table.txt, cumulative_error.png here")
   p.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
   p.set_defaults(run=cmd_evaluate)

@@ -178,7 +178,9 @@ def make_synthetic(root):
   """`jaxface synth --eval-layout` split + single-image and multi-frame predictions.
 
   Single image: 00000_00 exact, 00000_01 10% too large, 00001_00 missing, 00001_01 exact.
-  Multi-frame: both identities exact.
+  Multi-frame: both identities exact. Each frame's ground truth has 2D landmarks (a
+  40 x 90 px box); each single-image prediction's params.json has fitted landmarks 1 px
+  right of them and detected ones 3 px below (NME 100/60 and 300/60 %).
   """
   gt, pred, multi = root / "synth" / "test", root / "synth_pred", root / "synth_pred_mf"
   entries = []
@@ -190,9 +192,12 @@ def make_synthetic(root):
   for k, identity in enumerate(("00000", "00001")):
     vertices, triangles, lmk68 = subject_face(k)
     (gt / "ground_truth").mkdir(parents=True, exist_ok=True)
+    box = np.random.default_rng(k).uniform(0, 1, (2, 68, 2)) * [40.0, 90.0] + [50.0, 20.0]
+    box[:, 0], box[:, 1] = [50.0, 20.0], [90.0, 110.0]  # the box's corners: exactly 40 x 90
     np.savez(gt / "ground_truth" / f"{identity}.npz",
              neutral_vertices=vertices.astype(np.float32), triangles=triangles.astype(np.int32),
-             landmarks_3d=lmk68.astype(np.float32), tags=np.array(["", ""]))
+             landmarks_3d=lmk68.astype(np.float32), landmarks_2d=box.astype(np.float32),
+             tags=np.array(["", ""]))
     pose = faces.random_similarity(40 + k)
     write_obj(multi / identity / "identity_neutral.obj", pose.apply(vertices), triangles)
     faces.write_points(multi / identity / "identity_lmk68.txt", pose.apply(lmk68))
@@ -203,5 +208,8 @@ def make_synthetic(root):
       stem = f"{identity}_{frame:02d}"
       write_obj(pred / f"{stem}_neutral.obj", pose.apply(vertices) * scale, triangles)
       faces.write_points(pred / f"{stem}_lmk68.txt", pose.apply(lmk68) * scale)
+      points = {"fitted": (box[frame] + [1.0, 0.0]).tolist(),
+                "detected": (box[frame] + [0.0, 3.0]).tolist()}
+      (pred / f"{stem}_params.json").write_text(json.dumps({"landmarks_68_photo_px": points}))
   (gt / "frames.json").write_text(json.dumps({"frames": entries}))
   return pred, multi, gt

@@ -156,6 +156,9 @@ def test_synthetic_single_image_and_multi_frame(tmp_path, capsys):
   assert loose["neutral"]["count"] == metrical["neutral"]["count"] > 0
   assert loose["expression"]["median"] < 1e-3 and metrical["expression"]["median"] > 0.5
   assert metrical["neutral"]["median"] < 1e-3
+  fitted, detected = (report["results"][f"landmark_nme_{k}"] for k in ("fitted", "detected"))
+  assert fitted["all"]["count"] == 3 and fitted["all"]["mean"] == pytest.approx(100 / 60)
+  assert detected["expression"]["median"] == pytest.approx(300 / 60)
   status, stdout, _ = _run(capsys, "--protocol", "synthetic", "--pred", str(multi), "--gt", str(gt),
                            "--multi-frame", "--json")
   assert status == 0
@@ -164,12 +167,41 @@ def test_synthetic_single_image_and_multi_frame(tmp_path, capsys):
   assert report["results"]["metrical"]["all"]["median"] < 1e-3
 
 
+def test_synthetic_baselines_mean_face_and_oracle(tmp_path, capsys, front_model):
+  """Ground truth in the model's identity span: the oracle recovers it, the mean face
+  does not; each identity's mesh is aligned once and scored for each of its frames."""
+  from jaxface import morphable  # pylint: disable=import-outside-toplevel
+  gt = tmp_path / "test"
+  (gt / "ground_truth").mkdir(parents=True)
+  shape = 1.5 * np.random.default_rng(0).normal(size=front_model.num_shape)
+  truth = np.asarray(morphable.decode(front_model, shape, np.zeros(front_model.num_expression)))
+  entries = [{"image": f"images/00000_0{t}.png", "identity": "00000", "tags": tags}
+             for t, tags in enumerate([[], ["occluded"]])]
+  (gt / "frames.json").write_text(json.dumps({"frames": entries}))
+  np.savez(gt / "ground_truth" / "00000.npz", neutral_vertices=truth.astype(np.float32),
+           triangles=np.asarray(front_model.triangles, np.int32),
+           landmarks_3d=np.asarray(morphable.landmarks_3d(front_model, truth), np.float32),
+           tags=np.array(["", "occluded"]))
+  medians = {}
+  for baseline in ("mean_face", "oracle"):
+    status, stdout, _ = _run(capsys, "--protocol", "synthetic", "--baseline", baseline,
+                             "--gt", str(gt), "--json")
+    report = json.loads(stdout)
+    assert status == 0 and report["num_evaluated"] == 2
+    loose = report["results"]["non_metrical"]
+    assert loose["occluded"]["median"] == loose["neutral"]["median"]  # one mesh, aligned once
+    medians[baseline] = loose["all"]["median"]
+  assert medians["oracle"] < 0.02 < 0.3 < medians["mean_face"]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--protocol", "micc", "--metrical"], "--metrical applies to --protocol now"),
     (["--protocol", "now", "--multi-frame"], "--multi-frame applies to --protocol synthetic"),
     (["--protocol", "now"], "not a NoW dataset folder"),
     (["--protocol", "aflw2000"], "no imageXXXXX.mat files"),
     (["--protocol", "synthetic"], "frames.json: no such file"),
+    (["--protocol", "now", "--baseline", "oracle"], "--baseline applies to --protocol synthetic"),
+    (["--protocol", "synthetic", "--baseline", "oracle"], "give --pred"),
 ])
 def test_wrong_folders_and_flags(tmp_path, capsys, argv, message):
   status, _, stderr = _run(capsys, *argv, "--pred", str(tmp_path), "--gt", str(tmp_path))
