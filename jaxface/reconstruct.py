@@ -167,7 +167,8 @@ def _params_json(model, params, crop, result, predicted, reprojection, cosine, t
                                 "fitted": np.round(to_photo(predicted), 3).tolist()},
       "identity_cosine": None if cosine is None else round(cosine, 5),
       "final_losses": {k: round(float(v[-1]), 6) for k, v in result.history.items()},
-      "fit_seconds": round(result.seconds, 3)}, indent=1)
+      "fit_seconds": round(result.seconds, 3),
+      "fit_compile_seconds": round(result.compile_seconds, 3)}, indent=1)
 
 
 def _commit(folder: pathlib.Path, out_dir: pathlib.Path) -> None:

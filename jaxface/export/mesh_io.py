@@ -32,19 +32,27 @@ def write_obj(path, vertices: np.ndarray, triangles: np.ndarray, *, uv: np.ndarr
   if textured:
     material = material or path.stem
     lines += [f"mtllib {path.stem}.mtl", f"usemtl {material}"]
-  lines += [f"v {x:.5f} {y:.5f} {z:.5f}" for x, y, z in vertices]
+  lines.append(_rows("v %.5f %.5f %.5f", vertices))
   if textured:
-    lines += [f"vt {u:.6f} {v:.6f}" for u, v in np.asarray(uv, np.float64)]
-    lines += [f"f {a}/{a} {b}/{b} {c}/{c}" for a, b, c in triangles]
+    lines.append(_rows("vt %.6f %.6f", np.asarray(uv, np.float64)))
+    lines.append(_rows("f %d/%d %d/%d %d/%d", np.repeat(triangles, 2, axis=1)))
   else:
-    lines += [f"f {a} {b} {c}" for a, b, c in triangles]
+    lines.append(_rows("f %d %d %d", triangles))
   with atomic_path(path) as tmp:
-    tmp.write_text("\n".join(lines) + "\n")
+    tmp.write_text("\n".join(line for line in lines if line) + "\n")
   if textured:
     mtl = [f"newmtl {material}", "Ka 1 1 1", "Kd 1 1 1", "Ks 0 0 0", "d 1", "illum 1",
            f"map_Kd {texture_png}"]
     with atomic_path(path.with_suffix(".mtl")) as tmp:
       tmp.write_text("\n".join(mtl) + "\n")
+
+
+def _rows(line_format: str, values: np.ndarray) -> str:
+  """Every row of `values` [N, K] through `line_format`, joined by newlines (one C-level
+  % operation: ~10x faster than formatting row by row)."""
+  if len(values) == 0:
+    return ""
+  return "\n".join([line_format] * len(values)) % tuple(values.ravel().tolist())
 
 
 def write_png(path, image: np.ndarray) -> None:
