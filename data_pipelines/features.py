@@ -52,6 +52,9 @@ NUM_LANDMARKS = 68
 POSITION_MAP_SIZE = 256
 POSITION_MAP_STEPS = 32.0  # quantisation steps per pixel
 POSITION_MAP_OFFSET = 32768.0
+# zlib level of the position-map PNGs: 1 encodes ~4x faster than the default (6) for
+# ~10% more bytes (the maps dominate `jaxface synth`'s encoding time).
+POSITION_MAP_PNG_COMPRESSION = 1
 IMAGE_FORMATS = ("jpeg", "png")
 
 _INT = tf.io.FixedLenFeature([], tf.int64)
@@ -171,8 +174,9 @@ def encode_example(record: dict, *, image_format: str = "jpeg", jpeg_quality: in
   else:
     encoded = [tf.io.encode_png(frame).numpy() for frame in image]
 
-  def png(arrays):
-    return [tf.io.encode_png(a if a.ndim == 3 else a[..., None]).numpy() for a in arrays]
+  def png(arrays, compression=-1):
+    return [tf.io.encode_png(a if a.ndim == 3 else a[..., None], compression=compression).numpy()
+            for a in arrays]
 
   features = {
       "identity": _int_feature(record["identity"]),
@@ -184,7 +188,8 @@ def encode_example(record: dict, *, image_format: str = "jpeg", jpeg_quality: in
       "mask": _bytes_feature(png(mask)),
       "occlusion": _bytes_feature(png(occlusion)),
       "landmarks": _float_feature(record["landmarks"]),
-      "position_map": _bytes_feature(png(quantize_position_map(position_map))),
+      "position_map": _bytes_feature(png(quantize_position_map(position_map),
+                                         POSITION_MAP_PNG_COMPRESSION)),
       "shape": _float_feature(record["shape"]),
       "expression": _float_feature(record["expression"]),
       "albedo": _float_feature(record["albedo"]),

@@ -12,8 +12,6 @@ import pathlib
 import numpy as np
 from PIL import Image, ImageDraw
 
-from jaxface.geometry import vertex_normals
-
 # Non-face photos bundled with scikit-image (astronaut, camera and lfw_subset show
 # people and are left out).
 BACKGROUND_PHOTOS = ("brick.png", "coffee.png", "chelsea.png", "coins.png", "grass.png",
@@ -24,23 +22,32 @@ BACKGROUND_PHOTOS = ("brick.png", "coffee.png", "chelsea.png", "coins.png", "gra
 
 def _smooth_field(rng: np.random.Generator, points: np.ndarray, count: int,
                   radius: tuple[float, float]) -> np.ndarray:
-  """[V] sum of `count` Gaussian bumps centred on random points, N(0, 1) amplitudes."""
+  """[V] sum of `count` Gaussian bumps centred on random points, N(0, 1) amplitudes.
+
+  Args:
+    points: [V, 3] mm. radius: range of the bumps' standard deviations, mm.
+  """
+  points = np.asarray(points, np.float32)
   centres = points[rng.integers(0, len(points), count)]
   radii = rng.uniform(*radius, count)
   amplitudes = rng.normal(0.0, 1.0, count)
-  field = np.zeros(len(points))
-  for c, r, a in zip(centres, radii, amplitudes):
-    field += a * np.exp(-0.5 * np.sum((points - c) ** 2, axis=1) / r ** 2)
-  return field
+  # |p - c|^2 = |p|^2 + |c|^2 - 2 p.c for all [V, count] pairs, without BLAS (whose
+  # threads stall on a busy machine) and without a [V, count, 3] temporary.
+  squared = np.sum(points ** 2, axis=1, keepdims=True) + np.sum(centres ** 2, axis=1)
+  for axis in range(3):
+    squared -= 2.0 * points[:, axis:axis + 1] * centres[:, axis]
+  scale = (-0.5 / radii ** 2).astype(np.float32)
+  bumps = np.exp(np.maximum(squared, 0.0) * scale)
+  return np.einsum("vk,k->v", bumps, amplitudes.astype(np.float32))
 
 
 def span_basis(shape_basis: np.ndarray) -> np.ndarray:
-  """[3V, Ks] orthonormal basis (QR) of the identity basis [V, 3, Ks] flattened."""
+  """[3V, Ks] float32 orthonormal basis (QR in float64) of the identity basis [V, 3, Ks]."""
   q, _ = np.linalg.qr(shape_basis.reshape(-1, shape_basis.shape[-1]).astype(np.float64))
-  return q
+  return q.astype(np.float32)
 
 
-def out_of_span_detail(rng: np.random.Generator, mean: np.ndarray, triangles: np.ndarray,
+def out_of_span_detail(rng: np.random.Generator, mean: np.ndarray, normals: np.ndarray,
                        span: np.ndarray, rms_mm: float) -> np.ndarray:
   """[V, 3] smooth displacement along the normals, orthogonal to the identity basis.
 
@@ -49,15 +56,17 @@ def out_of_span_detail(rng: np.random.Generator, mean: np.ndarray, triangles: np
   represent it: the model-span oracle's error on such a face is this displacement.
 
   Args:
-    mean: [V, 3] mean shape, mm; triangles: [F, 3].
+    mean: [V, 3] mean shape, mm; normals: [V, 3] its unit vertex normals
+      (`jaxface.geometry.vertex_normals`).
     span: [3V, Ks] orthonormal basis of the identity span (`span_basis`).
     rms_mm: RMS of the returned displacement over all vertices.
   """
   field = _smooth_field(rng, mean, 30, (15.0, 35.0))
-  normals = np.asarray(vertex_normals(mean, triangles))
-  displacement = (field[:, None] * normals).reshape(-1)
-  displacement = (displacement - span @ (span.T @ displacement)).reshape(-1, 3)
-  rms = np.sqrt(np.mean(np.sum(displacement ** 2, axis=1)))
+  displacement = (field[:, None] * normals).reshape(-1).astype(np.float32)
+  # Least-squares removal of the span component (einsum: no BLAS threads).
+  in_span = np.einsum("nk,k->n", span, np.einsum("nk,n->k", span, displacement))
+  displacement = (displacement - in_span).reshape(-1, 3)
+  rms = np.sqrt(np.mean(np.sum(displacement.astype(np.float64) ** 2, axis=1)))
   return (displacement * (rms_mm / max(rms, 1e-9))).astype(np.float32)
 
 
@@ -78,10 +87,11 @@ def skin_albedo(rng: np.random.Generator, base_albedo: np.ndarray,
 
 @functools.lru_cache(maxsize=None)
 def _photo(name: str) -> np.ndarray:
+  """[H, W, 3] uint8 RGB of a bundled photo (decoded once per process)."""
   import skimage.data  # pylint: disable=import-outside-toplevel
   path = pathlib.Path(skimage.data.__file__).parent / name
   with Image.open(path) as image:
-    return np.asarray(image.convert("RGB"), np.float32) / 255.0
+    return np.asarray(image.convert("RGB"))
 
 
 def sample_background(rng: np.random.Generator) -> dict:
@@ -92,15 +102,17 @@ def sample_background(rng: np.random.Generator) -> dict:
 
 
 def _resize(image: np.ndarray, size: int) -> np.ndarray:
-  pil = Image.fromarray(np.clip(image * 255, 0, 255).astype(np.uint8))
-  return np.asarray(pil.resize((size, size), Image.BILINEAR), np.float32) / 255.0
+  """[h, w, 3] uint8 or float in [0, 1] -> [S, S, 3] float32 in [0, 1] (bilinear)."""
+  if image.dtype != np.uint8:
+    image = np.clip(image * 255, 0, 255).astype(np.uint8)
+  resized = Image.fromarray(np.ascontiguousarray(image)).resize((size, size), Image.BILINEAR)
+  return np.asarray(resized, np.float32) * np.float32(1 / 255)
 
 
 def background(recipe: dict, size: int) -> np.ndarray:
   """[S, S, 3] background image from `sample_background`'s recipe."""
   rng = np.random.default_rng(recipe["seed"])
   a, b = recipe["colours"]
-  y, x = np.mgrid[0:size, 0:size] / size
   if recipe["kind"] == "photo":
     photo = _photo(recipe["photo"])
     h, w = photo.shape[:2]
@@ -110,6 +122,7 @@ def background(recipe: dict, size: int) -> np.ndarray:
     if rng.uniform() < 0.5:
       crop = crop[:, ::-1]
     return _resize(crop, size)
+  y, x = np.mgrid[0:size, 0:size] / size
   if recipe["kind"] == "gradient":
     angle = rng.uniform(0, 2 * np.pi)
     t = np.clip(0.5 + (np.cos(angle) * (x - 0.5) + np.sin(angle) * (y - 0.5)), 0, 1)[..., None]

@@ -3,8 +3,9 @@
 `generate_identity` returns the record that `data_pipelines.features.encode_example`
 writes (and `jaxface synth` stores): images, face masks, occluder masks, 68 landmarks,
 UV position maps and every parameter needed to re-render the frame. Rendering uses
-`jaxface.render` (jitted once per image size and frame count): SH light plus, on some
-frames, a directional key light with shadow-mapped cast shadows and Phong highlights.
+`jaxface.render` (one jitted program per image size and frame count, with rasterizer
+windows sized for the scenes by `sampled_capacities`): SH light plus, on some frames, a
+directional key light with shadow-mapped cast shadows and Phong highlights.
 """
 
 import dataclasses
@@ -13,6 +14,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.sparse
 
 from jaxface import morphable
 from jaxface import render
@@ -24,6 +26,12 @@ from jaxface.synth import scene
 POSITION_MAP_SIZE = 256
 SHADOW_MAP_SIZE = 128
 SHADOW_BIAS_MM = 2.0
+# Rasterizer windows (`render.Capacity`) are sized from this many sampled frames,
+# with this margin; a frame that still overflows is re-rendered with the defaults.
+CAPACITY_SAMPLES = 32
+CAPACITY_MARGIN = 1.5
+CAPACITY_WINDOWS = (1, 2, 4, 8, 16, 32)
+CAPACITY_MINIMUM = (256, 256, 256, 64, 32, 16)  # per window: rare classes still fit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,23 +41,48 @@ class Generator:
   Attributes:
     model: the face model (`bfm_sim_front` by default in `jaxface synth`).
     topology: `render.make_topology(model.triangles)`.
-    uv_raster: the model's triangles rasterized in its 256 x 256 UV map (PRNet
-      position maps); identical for every face, so computed once.
+    uv_operator: [256 * 256, V] sparse matrix (`uv_operator`): per-vertex values ->
+      the model's 256 x 256 UV map (PRNet position maps); identical for every face.
     shape_span: [3V, Ks] orthonormal basis of span(shape_basis) (`appearance.span_basis`).
+    mean_normals: [V, 3] unit vertex normals of the mean shape (detail directions).
+    capacity: rasterizer windows of the frames (`sampled_capacities`).
+    shadow_capacity: rasterizer windows of the shadow maps.
     config: `scene.SynthConfig`.
   """
   model: morphable.MorphableModel
   topology: render.Topology
-  uv_raster: render.UVRaster
+  uv_operator: scipy.sparse.csr_matrix
   shape_span: np.ndarray
+  mean_normals: np.ndarray
+  capacity: render.Capacity
+  shadow_capacity: render.Capacity
   config: scene.SynthConfig
 
 
 def make_generator(model: morphable.MorphableModel, config: scene.SynthConfig) -> Generator:
-  return Generator(model=model, topology=render.make_topology(model.triangles),
-                   uv_raster=render.rasterize_uv(np.asarray(model.uv), np.asarray(model.triangles),
-                                                 POSITION_MAP_SIZE),
-                   shape_span=appearance.span_basis(np.asarray(model.shape_basis)), config=config)
+  """Everything `generate_identity` reuses across identities (model-sized arrays, windows)."""
+  triangles = np.asarray(model.triangles)
+  raster = render.rasterize_uv(np.asarray(model.uv), triangles, POSITION_MAP_SIZE)
+  capacity, shadow_capacity = sampled_capacities(model, config)
+  return Generator(model=model, topology=render.make_topology(triangles),
+                   uv_operator=uv_operator(raster, model.num_vertices),
+                   shape_span=appearance.span_basis(np.asarray(model.shape_basis)),
+                   mean_normals=np.asarray(vertex_normals(model.mean, triangles)),
+                   capacity=capacity, shadow_capacity=shadow_capacity, config=config)
+
+
+def uv_operator(raster: render.UVRaster, num_vertices: int) -> scipy.sparse.csr_matrix:
+  """[N * N, V] sparse M with M @ values = `uv_raster.interpolate(raster, values)` (flat).
+
+  Row p holds pixel p's barycentric weights on its triangle's three vertices (an
+  empty row where no triangle covers it), so one sparse product maps all frames.
+  """
+  covered = (raster.triangle_id >= 0).reshape(-1)
+  pixels = np.repeat(np.flatnonzero(covered), 3)
+  columns = raster.triangles[raster.triangle_id.reshape(-1)[covered]].reshape(-1)
+  weights = raster.bary.reshape(-1, 3)[covered].reshape(-1)
+  return scipy.sparse.csr_matrix((weights, (pixels, columns)),
+                                 shape=(covered.size, num_vertices))
 
 
 def _light_frame(direction: jax.Array) -> jax.Array:
@@ -62,14 +95,16 @@ def _light_frame(direction: jax.Array) -> jax.Array:
   return jnp.stack([e1, e2, direction], axis=-2)
 
 
-def _shadow(posed: jax.Array, pixel_positions: jax.Array, direction: jax.Array,
-            triangles: jax.Array) -> jax.Array:
-  """[B, H, W] fraction of the key light reaching each pixel (1 = lit), by shadow mapping.
+def _shadow_map_projection(posed: jax.Array, direction: jax.Array):
+  """The shadow map's orthographic view along the light: fits the mesh in the map.
 
   Args:
     posed: [B, V, 3] vertices in the camera-aligned frame, mm.
-    pixel_positions: [B, H, W, 3] surface points seen at each pixel, same frame.
     direction: [B, 3] unit direction towards the light.
+  Returns:
+    (to_map, xy [B, V, 2], depth [B, V]): to_map maps [B, N, 3] camera-aligned points
+    to ([B, N, 2] map pixels, y down; [B, N] depth along the light, mm); xy, depth
+    are the vertices' (what the shadow map rasterizes).
   """
   q_frame = _light_frame(direction)
   q = jnp.einsum("bij,bvj->bvi", q_frame, posed)
@@ -77,16 +112,33 @@ def _shadow(posed: jax.Array, pixel_positions: jax.Array, direction: jax.Array,
   extent = jnp.max(jnp.abs(q[..., :2] - centre), axis=(1, 2))[:, None, None] * 1.05
   half = SHADOW_MAP_SIZE / 2
 
-  def to_map(points):  # [B, N, 3] light-frame points -> map pixels, y down
-    rel = (points[..., :2] - centre) / extent * half
-    return jnp.stack([half + rel[..., 0], half - rel[..., 1]], -1)
+  def to_map(points):
+    p = jnp.einsum("bij,bnj->bni", q_frame, points)
+    rel = (p[..., :2] - centre) / extent * half
+    return jnp.stack([half + rel[..., 0], half - rel[..., 1]], -1), -p[..., 2]
 
-  fragments = render.rasterize(to_map(q), -q[..., 2], triangles,
-                               image_size=(SHADOW_MAP_SIZE, SHADOW_MAP_SIZE),
+  return (to_map, *to_map(posed))
+
+
+def _shadow(posed: jax.Array, pixel_positions: jax.Array, direction: jax.Array,
+            triangles: jax.Array, capacity: render.Capacity | None = None
+            ) -> tuple[jax.Array, jax.Array]:
+  """Fraction of the key light reaching each pixel (1 = lit), by shadow mapping.
+
+  Args:
+    posed: [B, V, 3] vertices in the camera-aligned frame, mm.
+    pixel_positions: [B, H, W, 3] surface points seen at each pixel, same frame.
+    direction: [B, 3] unit direction towards the light.
+    capacity: the shadow map's rasterizer windows (default: `render.default_capacity`).
+  Returns:
+    (lit [B, H, W], overflow [B] triangles missing from the shadow map).
+  """
+  to_map, map_xy, map_depth = _shadow_map_projection(posed, direction)
+  fragments = render.rasterize(map_xy, map_depth, triangles,
+                               image_size=(SHADOW_MAP_SIZE, SHADOW_MAP_SIZE), capacity=capacity,
                                perspective=False, on_overflow="ignore")
   b, h, w = pixel_positions.shape[:3]
-  p = jnp.einsum("bij,bnj->bni", q_frame, pixel_positions.reshape(b, -1, 3))
-  xy = to_map(p)
+  xy, pixel_depth = to_map(pixel_positions.reshape(b, -1, 3))
   lit = 0.0
   # 2x2 percentage-closer filtering: soft shadow edges instead of map-pixel stairs.
   for dx, dy in ((-0.5, -0.5), (0.5, -0.5), (-0.5, 0.5), (0.5, 0.5)):
@@ -94,72 +146,171 @@ def _shadow(posed: jax.Array, pixel_positions: jax.Array, direction: jax.Array,
     row = jnp.clip(jnp.floor(xy[..., 1] + dy), 0, SHADOW_MAP_SIZE - 1).astype(jnp.int32)
     occluder_depth = jax.vmap(lambda d, r, c: d[r, c])(fragments.depth, row, col)
     covered = jax.vmap(lambda m, r, c: m[r, c])(fragments.mask, row, col) > 0
-    lit = lit + jnp.where(covered & (-p[..., 2] > occluder_depth + SHADOW_BIAS_MM), 0.0, 0.25)
-  return lit.reshape(b, h, w)
+    lit = lit + jnp.where(covered & (pixel_depth > occluder_depth + SHADOW_BIAS_MM), 0.0, 0.25)
+  return lit.reshape(b, h, w), fragments.overflow
 
 
-@functools.partial(jax.jit, static_argnames=("image_size", "shadows"))
+def _camera(rotation, translation, focal, image_size: int) -> render.Camera:
+  """The synthetic frames' perspective camera (`scene` convention), S x S pixels."""
+  return render.perspective_camera(render.euler_to_matrix(rotation), translation, focal=focal,
+                                   distance=scene.CAMERA_DISTANCE_MM,
+                                   image_size=(image_size, image_size))
+
+
+def _unit_key_direction(key_light: jax.Array) -> jax.Array:
+  """[F, 3] unit key-light directions; +z for frames without a key light."""
+  norm = jnp.linalg.norm(key_light[:, :3], axis=-1, keepdims=True)
+  return jnp.where(norm > 0, key_light[:, :3] / jnp.maximum(norm, 1e-6),
+                   jnp.array([[0.0, 0.0, 1.0]]))
+
+
+@functools.partial(jax.jit, static_argnames=("image_size", "capacity", "shadow_capacity"))
 def render_frames(vertices, topology, albedo, rotation, translation, focal, light, key_light,
-                  background, *, image_size, shadows=True):
-  """Renders F frames of one face.
+                  background, *, image_size, capacity=None, shadow_capacity=None):
+  """Renders F frames of one face, one after the other (one compiled program).
+
+  Frames are rendered in a loop rather than batched: on CPU a frame at a time is
+  faster, and only frames with a key light pay for its shadow map.
 
   Args:
     vertices: [F, V, 3] model-frame vertices, mm. albedo: [V, 3].
     rotation: [F, 3] Euler radians. translation: [F, 3] mm. focal: [F] pixels.
-    light: [F, 9, 3] SH. key_light: [F, 7] direction (3), colour (3), specular (1).
+    light: [F, 9, 3] SH. key_light: [F, 7] direction (3), colour (3), specular (1);
+      frames without a key light (all zero) get no highlight and no shadow map.
     background: [F, S, S, 3].
     image_size: S.
-    shadows: shadow-map the key light (False: frames without a key light, cheaper).
+    capacity, shadow_capacity: rasterizer windows of the frames and the shadow maps
+      (static; default `render.default_capacity`).
   Returns:
     image [F, S, S, 3] (not clipped), mask [F, S, S] (hard coverage: 1 on the face),
-    xy [F, V, 2] projected vertices (pixels), depth [F, V] mm.
+    xy [F, V, 2] projected vertices (pixels), depth [F, V] mm, overflow [F] triangles
+    the windows could not draw (frame and shadow map; 0 = exact).
   """
   triangles = topology.triangles
-  camera = render.perspective_camera(render.euler_to_matrix(rotation), translation, focal=focal,
-                                     distance=scene.CAMERA_DISTANCE_MM,
-                                     image_size=(image_size, image_size))
-  xy, depth = render.project(camera, vertices)
-  fragments = render.rasterize(xy, depth, triangles, image_size=camera.image_size,
-                               on_overflow="ignore")
+
+  def one(frame):  # the frame's arrays with a batch dimension of 1
+    vertices, rotation, translation, focal, light, key_light, background = (
+        a[None] for a in frame)
+    camera = _camera(rotation, translation, focal, image_size)
+    xy, depth = render.project(camera, vertices)
+    fragments = render.rasterize(xy, depth, triangles, image_size=camera.image_size,
+                                 capacity=capacity, on_overflow="ignore")
+    posed = render.rigid_transform(vertices, camera.rotation, camera.translation)
+    normals = vertex_normals(posed, triangles)
+    # One gather for the three attributes (the gathers dominate on CPU).
+    attributes = jnp.concatenate([normals, posed, jnp.broadcast_to(albedo, posed.shape)], -1)
+    pixels = render.interpolate(fragments, triangles, attributes)
+    pixel_normals, pixel_positions, pixel_albedo = jnp.split(pixels, 3, axis=-1)
+    colour = render.shade_sh(pixel_albedo, pixel_normals, light)
+    direction = _unit_key_direction(key_light)
+    eye = jnp.stack([jnp.zeros_like(focal), jnp.zeros_like(focal),
+                     jnp.full_like(focal, scene.CAMERA_DISTANCE_MM)], -1)
+    keyed = render.shade_phong(pixel_albedo, pixel_normals, pixel_positions,
+                               light_direction=direction, light_colour=key_light[:, 3:6],
+                               ambient=jnp.zeros_like(key_light[:, 3:6]),
+                               specular=key_light[:, 6], shininess=16.0, eye=eye)
+    lit, shadow_overflow = jax.lax.cond(
+        jnp.any(key_light != 0),
+        lambda: _shadow(posed, pixel_positions, direction, triangles, shadow_capacity),
+        lambda: (jnp.ones(pixel_positions.shape[:3]), jnp.zeros((1,), jnp.int32)))
+    colour = colour + keyed * lit[..., None]
+    mask = fragments.mask
+    image = colour * mask[..., None] + background * (1 - mask[..., None])
+    image = render.antialias(image, fragments, xy, topology)
+    return image[0], mask[0], xy[0], depth[0], (fragments.overflow + shadow_overflow)[0]
+
+  return jax.lax.map(one, (vertices, rotation, translation, focal, light, key_light, background))
+
+
+@functools.partial(jax.jit, static_argnames=("image_size",))
+def _raster_coordinates(vertices, rotation, translation, focal, key_light, *, image_size):
+  """What `render_frames` rasterizes: (xy [F, V, 2], depth [F, V]) of the frames and
+  (xy, depth) of their shadow maps."""
+  camera = _camera(rotation, translation, focal, image_size)
   posed = render.rigid_transform(vertices, camera.rotation, camera.translation)
-  normals = vertex_normals(posed, triangles)
-  # One gather for the three attributes (the gathers dominate on CPU).
-  attributes = jnp.concatenate([normals, posed, jnp.broadcast_to(albedo, posed.shape)], -1)
-  pixels = render.interpolate(fragments, triangles, attributes)
-  pixel_normals, pixel_positions, pixel_albedo = jnp.split(pixels, 3, axis=-1)
-  colour = render.shade_sh(pixel_albedo, pixel_normals, light)
-  direction = key_light[:, :3] / jnp.maximum(
-      jnp.linalg.norm(key_light[:, :3], axis=-1, keepdims=True), 1e-6)
-  direction = jnp.where(jnp.linalg.norm(key_light[:, :3], axis=-1, keepdims=True) > 0,
-                        direction, jnp.array([[0.0, 0.0, 1.0]]))
-  eye = jnp.stack([jnp.zeros_like(focal), jnp.zeros_like(focal),
-                   jnp.full_like(focal, scene.CAMERA_DISTANCE_MM)], -1)
-  keyed = render.shade_phong(pixel_albedo, pixel_normals, pixel_positions,
-                             light_direction=direction, light_colour=key_light[:, 3:6],
-                             ambient=jnp.zeros_like(key_light[:, 3:6]),
-                             specular=key_light[:, 6], shininess=16.0, eye=eye)
-  if shadows:
-    keyed = keyed * _shadow(posed, pixel_positions, direction, triangles)[..., None]
-  colour = colour + keyed
-  mask = fragments.mask
-  image = colour * mask[..., None] + background * (1 - mask[..., None])
-  image = render.antialias(image, fragments, xy, topology)
-  return image, mask, xy, depth
+  return (render.project(camera, vertices),
+          _shadow_map_projection(posed, _unit_key_direction(key_light))[1:])
 
 
-def position_maps(raster: render.UVRaster, xy: np.ndarray, depth: np.ndarray,
+def _window_counts(xy: np.ndarray, depth: np.ndarray, triangles: np.ndarray, image_size: int,
+                   perspective: bool) -> np.ndarray:
+  """[len(CAPACITY_WINDOWS)] most triangles `render.rasterize` draws in each window class.
+
+  A front-facing triangle whose box of pixel centres has side s (in any of the B
+  images) belongs to the smallest window >= s, as in `rasterize.visibility`.
+
+  Args:
+    xy: [B, V, 2] pixels; depth: [B, V]; triangles: [F, 3]; image_size: S.
+  """
+  a, b, c = (xy[:, triangles[:, i]] for i in range(3))
+  area = (b[..., 0] - a[..., 0]) * (c[..., 1] - a[..., 1]) - (
+      b[..., 1] - a[..., 1]) * (c[..., 0] - a[..., 0])
+  corners = np.stack([a, b, c], axis=2)
+  low = np.maximum(np.ceil(corners.min(axis=2) - 0.5), 0)
+  high = np.minimum(np.floor(corners.max(axis=2) - 0.5), image_size - 1)
+  side = np.max(high - low + 1, axis=-1)
+  drawn = (area < -1e-9) & (side > 0)
+  if perspective:
+    drawn &= np.all(depth[:, triangles] > 0, axis=-1)
+  smaller = np.concatenate([[0], CAPACITY_WINDOWS[:-1]])
+  classes = [drawn & (side > lo) & (side <= hi) for lo, hi in zip(smaller, CAPACITY_WINDOWS)]
+  return np.array([np.sum(k, axis=1).max() for k in classes])
+
+
+def sampled_capacities(model: morphable.MorphableModel, config: scene.SynthConfig
+                       ) -> tuple[render.Capacity, render.Capacity]:
+  """Rasterizer windows for `render_frames`, sized on CAPACITY_SAMPLES random frames.
+
+  The default windows (`render.default_capacity`) test every triangle's 2 x 2 pixel
+  box and a 5 x 5 box for an eighth of them; the synthetic frames (a face of known
+  size) draw most triangles in a 1 x 1 box. Each window class of CAPACITY_WINDOWS
+  holds CAPACITY_MARGIN x the most triangles it drew in the samples (at least
+  CAPACITY_MINIMUM), about half the default's work; the rare frame that overflows
+  is re-rendered with the default windows (`generate_identity`), so images are exact.
+
+  Returns:
+    (capacity of the S x S frames, capacity of the shadow maps).
+  """
+  rng = np.random.default_rng(12345)  # independent of the dataset's seeds
+  frames = scene.sample_frames(rng, dataclasses.replace(config, frames=CAPACITY_SAMPLES,
+                                                        key_light_probability=1.0),
+                               model.num_expression, appearance.sample_occluder,
+                               appearance.sample_background)
+  stack = lambda name: np.stack([getattr(f, name) for f in frames])
+  shape = rng.normal(0.0, 1.0, (CAPACITY_SAMPLES, model.num_shape)).astype(np.float32)
+  vertices = _posed_mesh(model, shape, stack("expression"),
+                         np.zeros((model.num_vertices, 3), np.float32))
+  screen, shadow_map = _raster_coordinates(
+      vertices, stack("rotation"), stack("translation"),
+      np.array([f.focal for f in frames], np.float32), stack("key_light"),
+      image_size=config.image_size)
+  triangles = np.asarray(model.triangles)
+  capacities = []
+  for (xy, depth), size, perspective in ((screen, config.image_size, True),
+                                         (shadow_map, SHADOW_MAP_SIZE, False)):
+    counts = _window_counts(np.asarray(xy, np.float64), np.asarray(depth, np.float64),
+                            triangles, size, perspective)
+    counts = np.maximum(np.ceil(counts * CAPACITY_MARGIN), CAPACITY_MINIMUM)
+    capacities.append(render.Capacity(tiers=tuple(
+        (window, int(min(count, len(triangles)))) for window, count in zip(CAPACITY_WINDOWS, counts))))
+  return tuple(capacities)
+
+
+def position_maps(operator: scipy.sparse.csr_matrix, xy: np.ndarray, depth: np.ndarray,
                   translation: np.ndarray, focal: np.ndarray) -> np.ndarray:
   """[F, 256, 256, 3] UV position maps (PRNet): x, y pixels; z = pixel-scaled nearness.
 
   Args:
-    raster: the model's `UVRaster`. xy: [F, V, 2] projected vertices, pixels.
+    operator: the model's `uv_operator`. xy: [F, V, 2] projected vertices, pixels.
     depth: [F, V] camera depth, mm. translation: [F, 3] mm. focal: [F] pixels.
   """
   reference = scene.CAMERA_DISTANCE_MM - translation[:, 2:3]  # depth of the model origin
   # Depth in the same pixel scale as x, y (PRNet's weak-perspective z), larger = nearer.
   z = (reference - depth) * focal[:, None] / reference
-  values = np.concatenate([xy, z[..., None]], -1)
-  return np.stack([uv_raster.interpolate(raster, v) for v in values])
+  values = np.concatenate([xy, z[..., None]], -1)  # [F, V, 3]
+  frames, size = len(values), POSITION_MAP_SIZE
+  maps = operator @ values.transpose(1, 0, 2).reshape(values.shape[1], -1)  # [N * N, F * 3]
+  return maps.reshape(size, size, frames, 3).transpose(2, 0, 1, 3).astype(np.float32)
 
 
 @jax.jit
@@ -171,9 +322,7 @@ def _posed_mesh(model, shape, expression, detail):
 @functools.partial(jax.jit, static_argnames=("image_size",))
 def _landmarks_2d(model, vertices, rotation, translation, focal, *, image_size):
   """[F, 68, 2] projected landmarks of `render_frames`' camera."""
-  camera = render.perspective_camera(render.euler_to_matrix(rotation), translation, focal=focal,
-                                     distance=scene.CAMERA_DISTANCE_MM,
-                                     image_size=(image_size, image_size))
+  camera = _camera(rotation, translation, focal, image_size)
   return render.project(camera, morphable.landmarks_3d(model, vertices))[0]
 
 
@@ -197,7 +346,7 @@ def generate_identity(generator: Generator, seed: int, identity: int) -> dict:
   shape = rng.normal(0.0, 1.0, model.num_shape).astype(np.float32)
   albedo_coefficients = (0.7 * rng.normal(0.0, 1.0, model.num_albedo)).astype(np.float32)
   mean = np.asarray(model.mean)
-  detail = appearance.out_of_span_detail(rng, mean, np.asarray(model.triangles),
+  detail = appearance.out_of_span_detail(rng, mean, generator.mean_normals,
                                          generator.shape_span, config.detail_mm)
   detail = detail.astype(np.float16)  # stored as float16: render exactly what is stored
   base_albedo = np.asarray(morphable.albedo(model, albedo_coefficients))
@@ -210,16 +359,17 @@ def generate_identity(generator: Generator, seed: int, identity: int) -> dict:
   light, key_light = stack("light"), stack("key_light")
   backgrounds = np.stack([appearance.background(f.background, size) for f in frames])
   vertices = _posed_mesh(model, shape, expression, detail.astype(np.float32))
-  # One frame per call, two compiled variants: only key-lit frames pay for shadows.
-  rendered = [render_frames(
-      vertices[t:t + 1], generator.topology, jnp.asarray(vertex_albedo),
-      *(jnp.asarray(a[t:t + 1]) for a in (rotation, translation, focal, light, key_light,
-                                          backgrounds)),
-      image_size=size, shadows=bool(np.any(key_light[t] != 0))) for t in range(len(frames))]
-  image, mask, xy, depth = (jnp.concatenate(parts) for parts in zip(*rendered))
+  scene_arrays = [jnp.asarray(a) for a in (vertex_albedo, rotation, translation, focal, light,
+                                           key_light, backgrounds)]
+  image, mask, xy, depth, overflow = render_frames(
+      vertices, generator.topology, *scene_arrays, image_size=size,
+      capacity=generator.capacity, shadow_capacity=generator.shadow_capacity)
+  if np.any(np.asarray(overflow)):  # rare: the sampled windows were too small
+    image, mask, xy, depth, _ = render_frames(vertices, generator.topology, *scene_arrays,
+                                              image_size=size)
   landmarks = np.asarray(_landmarks_2d(model, vertices, rotation, translation, focal,
                                        image_size=size), np.float32)
-  position_map = position_maps(generator.uv_raster, np.asarray(xy), np.asarray(depth),
+  position_map = position_maps(generator.uv_operator, np.asarray(xy), np.asarray(depth),
                                translation, focal)
   image = np.array(image)
   occlusion = np.zeros((len(frames), size, size), np.uint8)

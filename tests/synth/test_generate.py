@@ -144,9 +144,9 @@ def test_shadow_of_a_plate_over_a_plane():
   direction = np.array([0.6, 0.0, 0.8])  # light up and to the right: shadow shifts left
   # Query points on the wall: the shadow centre is at x = -50 * 0.6 / 0.8 = -37.5 mm.
   points = np.array([[-37.5, 0, 0], [-37.5, 15, 0], [40.0, 0, 0], [-37.5, 40, 0], [0.0, 0, 50]])
-  lit = generate._shadow(jnp.asarray(vertices[None], jnp.float32),
-                         jnp.asarray(points[None, None], jnp.float32),
-                         jnp.asarray(direction[None], jnp.float32), triangles)
+  lit, _ = generate._shadow(jnp.asarray(vertices[None], jnp.float32),
+                            jnp.asarray(points[None, None], jnp.float32),
+                            jnp.asarray(direction[None], jnp.float32), triangles)
   np.testing.assert_allclose(np.asarray(lit)[0, 0], [0, 0, 1, 1, 1])
 
 
