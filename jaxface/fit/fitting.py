@@ -2,7 +2,7 @@
 
 One image, or T images of one person: identity (shape, albedo) is shared across
 frames, expression, pose and SH light are per frame (the multi-frame idea of FML).
-Losses: 68-landmark L2 (contour points down-weighted), eye closure, masked
+Losses: 68-landmark L2 (jaw contour sliding to the silhouette, `contour.py`), eye closure, masked
 photometric L2,1, identity 1 - cos (dlib ResNet on aligned chips) and N(0, I)
 priors. Stages: landmarks only -> + photometric -> + identity (`FitConfig.stages`).
 The camera is Deng et al.'s for 224 crops (f = 1015 px at 224, 1 m away), scaled
@@ -22,6 +22,7 @@ import optax
 
 from jaxface import morphable
 from jaxface import render
+from jaxface.fit import contour as contour_lib
 from jaxface.losses import identity as identity_losses
 from jaxface.losses import landmarks as landmark_losses
 from jaxface.losses import photometric
@@ -30,7 +31,6 @@ from jaxface.losses import regularization
 FOCAL_AT_224 = 1015.0  # px (Deng et al. 2019)
 CAMERA_DISTANCE_MM = 1000.0
 TRANSLATION_UNIT_MM = 10.0  # optimiser units for translation (keeps parameters ~O(1))
-_CONTOUR = slice(0, 17)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +46,7 @@ class FitConfig:
   stages: tuple = (0.4, 0.8)
   landmark: float = 2e-2  # per squared pixel at 224 px
   contour_weight: float = 1.0
+  contour_marching: bool = True  # jaw landmarks slide to the silhouette (`contour.py`)
   eye_closure: float = 2e-2  # per pixel
   photometric: float = 1.5
   identity: float = 0.3
@@ -130,14 +131,35 @@ def projected_landmarks(model, params, image_size) -> jax.Array:
   return render.project(camera_for(params, image_size), points)[0]
 
 
+def _landmarks_2d(model, vertices, camera, contour) -> jax.Array:
+  """[T, 68, 2] projected landmarks, the jaw contour marched if `contour` is given."""
+  predicted = render.project(camera, morphable.landmarks_3d(model, vertices))[0]
+  if contour is None:
+    return predicted
+  candidates, sides = contour
+  band_xy = render.project(camera, vertices[:, candidates.reshape(-1)])[0]
+  marched = contour_lib.march(band_xy.reshape(band_xy.shape[0], *candidates.shape, 2), sides)
+  return predicted.at[:, contour_lib.CONTOUR].set(marched)
+
+
+def detector_landmarks(model, params, image_size) -> jax.Array:
+  """[T, 68, 2] the landmarks as a 2D detector marks them (jaw contour on the silhouette
+  of a turned head, `contour.py`): what the landmark term matches."""
+  contour = tuple(jnp.asarray(a) for a in contour_lib.contour_candidates(model))
+  return _landmarks_2d(model, posed_vertices(model, params), camera_for(params, image_size),
+                       contour)
+
+
 def fit_loss(params, targets: FitTargets, stage: jax.Array, model, topology, identity_params,
-             *, config: FitConfig, identity_fn: Optional[Callable] = None):
+             contour=None, *, config: FitConfig, identity_fn: Optional[Callable] = None):
   """The weighted fitting loss and its terms.
 
   Args:
     params: see `init_params`. targets: `FitTargets`.
     stage: [2] gates (0 or 1) of the photometric and identity terms.
     model, topology: the face model and `render.make_topology(model.triangles)`.
+    contour: (candidates [17, C], sides [17]) of `contour.contour_candidates`: the jaw
+      landmarks slide to the silhouette; None pins them to their vertices.
     identity_params: parameters passed to `identity_fn`.
     config: weights; terms with weight 0 are skipped (no rendering if both the
       photometric and identity weights are 0).
@@ -148,11 +170,13 @@ def fit_loss(params, targets: FitTargets, stage: jax.Array, model, topology, ide
   """
   height, width = targets.images.shape[1:3]
   scale = width / 224.0  # landmark errors measured in 224-px units
-  contour = jnp.ones(68).at[_CONTOUR].set(config.contour_weight)
-  predicted = projected_landmarks(model, params, (height, width))
+  weights = jnp.ones(68).at[contour_lib.CONTOUR].set(config.contour_weight)
+  camera = camera_for(params, (height, width))
+  vertices = posed_vertices(model, params)
+  predicted = _landmarks_2d(model, vertices, camera, contour)
   terms = {
       "landmark": config.landmark * landmark_losses.landmark_loss(
-          predicted, targets.landmarks, weights=contour, scale=scale).mean(),
+          predicted, targets.landmarks, weights=weights, scale=scale).mean(),
       "eye_closure": config.eye_closure * landmark_losses.eye_closure_loss(
           predicted, targets.landmarks, scale=scale).mean(),
       "shape_prior": config.shape_prior * regularization.coefficient_prior(params["shape"]),
@@ -163,11 +187,10 @@ def fit_loss(params, targets: FitTargets, stage: jax.Array, model, topology, ide
   }
   use_identity = bool(config.identity) and identity_fn is not None
   if config.photometric or use_identity:
-    vertices = posed_vertices(model, params)
     frames = vertices.shape[0]
     albedo = morphable.albedo(model, params["albedo"])
     # No edge antialiasing: landmarks place the silhouette, and it costs ~40% of a step.
-    out = render.render(vertices, topology, camera_for(params, (height, width)),
+    out = render.render(vertices, topology, camera,
                         albedo=jnp.broadcast_to(albedo, (frames,) + albedo.shape),
                         light=params["light"], edge_antialias=False)
     mask = targets.masks * out.mask
@@ -182,11 +205,11 @@ def fit_loss(params, targets: FitTargets, stage: jax.Array, model, topology, ide
 
 
 @functools.partial(jax.jit, static_argnames=("config", "identity_fn"))
-def fit_step(params, opt_state, targets, stage, model, topology, identity_params, *,
-             config: FitConfig, identity_fn=None):
+def fit_step(params, opt_state, targets, stage, model, topology, identity_params, contour=None,
+             *, config: FitConfig, identity_fn=None):
   """One Adam step on `fit_loss`; compiled once per shapes and config, then reused."""
   (_, terms), grads = jax.value_and_grad(fit_loss, has_aux=True)(
-      params, targets, stage, model, topology, identity_params, config=config,
+      params, targets, stage, model, topology, identity_params, contour, config=config,
       identity_fn=identity_fn)
   updates, opt_state = optax.adam(config.learning_rate).update(grads, opt_state, params)
   return optax.apply_updates(params, updates), opt_state, terms
@@ -225,6 +248,8 @@ def fit(model, targets: FitTargets, *, config: FitConfig = FitConfig(),
   params = init if init is not None else init_params(
       model, np.asarray(targets.landmarks), np.asarray(targets.images), np.asarray(targets.masks))
   opt_state = optax.adam(config.learning_rate).init(params)
+  contour = (tuple(jnp.asarray(a) for a in contour_lib.contour_candidates(model))
+             if config.contour_marching else None)
   landmarks_only = dataclasses.replace(config, photometric=0.0, identity=0.0)
   first_photometric = int(config.stages[0] * config.steps)
   first_identity = int(config.stages[1] * config.steps)
@@ -233,7 +258,7 @@ def fit(model, targets: FitTargets, *, config: FitConfig = FitConfig(),
     stage = jnp.array([float(i >= first_photometric), float(i >= first_identity)])
     tic = time.perf_counter()
     params, opt_state, terms = fit_step(
-        params, opt_state, targets, stage, model, topology, identity_params,
+        params, opt_state, targets, stage, model, topology, identity_params, contour,
         config=landmarks_only if i < first_photometric else config,
         identity_fn=None if i < first_photometric else identity_fn)
     if i in (0, first_photometric):  # each stage's first call may compile

@@ -28,16 +28,20 @@ def _truth(rng, frames):
 
 
 @jax.jit
-def _targets(model, topology, truth):
+def _render(model, topology, truth):
   vertices = fit.posed_vertices(model, truth)
   albedo = morphable.albedo(model, truth["albedo"])
-  out = render.render(vertices, topology, fit.camera_for(truth, SIZE),
-                      albedo=jnp.broadcast_to(albedo, (vertices.shape[0],) + albedo.shape),
-                      light=truth["light"])
-  frames = vertices.shape[0]
-  return fit.FitTargets(images=out.image, landmarks=fit.projected_landmarks(model, truth, SIZE),
+  return render.render(vertices, topology, fit.camera_for(truth, SIZE),
+                       albedo=jnp.broadcast_to(albedo, (vertices.shape[0],) + albedo.shape),
+                       light=truth["light"])
+
+
+def _targets(model, topology, truth):
+  """The render, its mask and the landmarks a detector would mark on it."""
+  out = _render(model, topology, truth)
+  return fit.FitTargets(images=out.image, landmarks=fit.detector_landmarks(model, truth, SIZE),
                         masks=(out.mask > 0.5).astype(jnp.float32),
-                        identity=jnp.zeros((frames, 128)))
+                        identity=jnp.zeros((out.image.shape[0], 128)))
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +55,7 @@ def test_single_image_fit_matches_landmarks_and_is_deterministic(scene):
   targets = _targets(model, topology, truth)
   config = fit.FitConfig(steps=80)
   result = fit.fit(model, targets, config=config, topology=topology)
-  error = np.linalg.norm(np.asarray(fit.projected_landmarks(model, result.params, SIZE)
+  error = np.linalg.norm(np.asarray(fit.detector_landmarks(model, result.params, SIZE)
                                     - targets.landmarks), axis=-1).mean()
   assert error < 1.0  # pixels at 112 px
   history = result.history
