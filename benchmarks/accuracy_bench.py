@@ -234,6 +234,8 @@ def main():
   parser.add_argument("--fit", action="append", default=[], metavar="NAME=VALUE")
   parser.add_argument("--workdir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"),
                                                         "jaxface-accuracy"))
+  parser.add_argument("--name", default="default",
+                      help="run folder <workdir>/run-<split>-<name> (parallel runs need two)")
   args = parser.parse_args()
   config = fit_config(args.fit, args.steps)
   workdir = pathlib.Path(args.workdir)
@@ -243,7 +245,7 @@ def main():
   frames = [f for f in frames if f["identity"] in identities]
   options = {"steps": args.steps, "config": config, "checkpoint": args.checkpoint,
              "use_identity": not args.no_identity}
-  run = workdir / f"run-{args.split}"
+  run = workdir / f"run-{args.split}-{args.name}"
   runs = {"single": _reconstruct([gt / f["image"] for f in frames], run / "single", **options)}
   runs["single"]["fit_seconds"], runs["single"]["compile_seconds"] = _fit_seconds(run / "single")
   if not args.no_multi_frame:
