@@ -17,9 +17,11 @@ on the number of shards or worker processes. Shards are written to a temporary f
 renamed when complete; a rerun skips the shards that exist (an interrupted run resumes).
 """
 
+import contextlib
 import dataclasses
 import json
 import multiprocessing
+import os
 import pathlib
 import time
 
@@ -63,6 +65,42 @@ def _split_entry(split, identities, shards, seed, model_spec, config, eval_layou
 
 # Worker state: one model, generator and jitted renderer per process.
 _WORKER = {}
+
+
+@contextlib.contextmanager
+def _worker_threads(threads: int):
+  """Environment of processes spawned inside: `threads` compute threads each.
+
+  N worker processes on N cores: XLA's and OpenBLAS's thread pools (one thread per
+  core by default) only contend, and OpenBLAS stalls badly on busy cores.
+  """
+  values = {"OPENBLAS_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
+            "XLA_FLAGS": " ".join(filter(None, [
+                os.environ.get("XLA_FLAGS"), "--xla_cpu_multi_thread_eigen=false",
+                f"intra_op_parallelism_threads={threads}"]))}
+  saved = {k: os.environ.get(k) for k in values}
+  os.environ.update(values)
+  try:
+    yield
+  finally:
+    for key, value in saved.items():
+      if value is None:
+        os.environ.pop(key, None)
+      else:
+        os.environ[key] = value
+
+
+def _init_pool_worker(model_spec: str, config) -> None:
+  """A generator process: XLA programs come from the persistent cache, then `_init_worker`.
+
+  Each spawned process would otherwise compile the renderer anew (seconds); with
+  `$JAXFACE_CACHE/xla` only the first run on a machine compiles.
+  """
+  import jax  # pylint: disable=import-outside-toplevel
+  from jaxface import assets  # pylint: disable=import-outside-toplevel
+  jax.config.update("jax_compilation_cache_dir", str(assets.cache_dir() / "xla"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  _init_worker(model_spec, config)
 
 
 def _init_worker(model_spec: str, config) -> None:
@@ -163,7 +201,9 @@ def write_split(out_dir, *, split: str = "train", identities: int, config, seed:
       report(_write_shard(task))
   else:
     context = multiprocessing.get_context("spawn")  # jax and TF are not fork-safe
-    with context.Pool(workers, initializer=_init_worker, initargs=(model_spec, config)) as pool:
+    with _worker_threads(max(1, (os.cpu_count() or 1) // workers)):
+      pool = context.Pool(workers, initializer=_init_pool_worker, initargs=(model_spec, config))
+    with pool:
       for count in pool.imap_unordered(_write_shard, todo):
         report(count)
   if eval_layout:

@@ -19,7 +19,7 @@ import scipy.sparse
 from jaxface import morphable
 from jaxface import render
 from jaxface.geometry import vertex_normals
-from jaxface.render import uv_raster
+from jaxface.render.rasterize import edge_function
 from jaxface.synth import appearance
 from jaxface.synth import scene
 
@@ -222,18 +222,8 @@ def render_frames(vertices, topology, albedo, rotation, translation, focal, ligh
   return jax.lax.map(one, (vertices, rotation, translation, focal, light, key_light, background))
 
 
-@functools.partial(jax.jit, static_argnames=("image_size",))
-def _raster_coordinates(vertices, rotation, translation, focal, key_light, *, image_size):
-  """What `render_frames` rasterizes: (xy [F, V, 2], depth [F, V]) of the frames and
-  (xy, depth) of their shadow maps."""
-  camera = _camera(rotation, translation, focal, image_size)
-  posed = render.rigid_transform(vertices, camera.rotation, camera.translation)
-  return (render.project(camera, vertices),
-          _shadow_map_projection(posed, _unit_key_direction(key_light))[1:])
-
-
-def _window_counts(xy: np.ndarray, depth: np.ndarray, triangles: np.ndarray, image_size: int,
-                   perspective: bool) -> np.ndarray:
+def _window_counts(xy: jax.Array, depth: jax.Array, triangles: jax.Array, image_size: int,
+                   perspective: bool) -> jax.Array:
   """[len(CAPACITY_WINDOWS)] most triangles `render.rasterize` draws in each window class.
 
   A front-facing triangle whose box of pixel centres has side s (in any of the B
@@ -243,18 +233,27 @@ def _window_counts(xy: np.ndarray, depth: np.ndarray, triangles: np.ndarray, ima
     xy: [B, V, 2] pixels; depth: [B, V]; triangles: [F, 3]; image_size: S.
   """
   a, b, c = (xy[:, triangles[:, i]] for i in range(3))
-  area = (b[..., 0] - a[..., 0]) * (c[..., 1] - a[..., 1]) - (
-      b[..., 1] - a[..., 1]) * (c[..., 0] - a[..., 0])
-  corners = np.stack([a, b, c], axis=2)
-  low = np.maximum(np.ceil(corners.min(axis=2) - 0.5), 0)
-  high = np.minimum(np.floor(corners.max(axis=2) - 0.5), image_size - 1)
-  side = np.max(high - low + 1, axis=-1)
-  drawn = (area < -1e-9) & (side > 0)
+  corners = jnp.stack([a, b, c], axis=2)  # [B, F, 3, 2]
+  low = jnp.maximum(jnp.ceil(corners.min(axis=2) - 0.5), 0)
+  high = jnp.minimum(jnp.floor(corners.max(axis=2) - 0.5), image_size - 1)
+  side = jnp.max(high - low + 1, axis=-1)
+  drawn = (edge_function(a, b, c) < -1e-9) & (side > 0)
   if perspective:
-    drawn &= np.all(depth[:, triangles] > 0, axis=-1)
-  smaller = np.concatenate([[0], CAPACITY_WINDOWS[:-1]])
-  classes = [drawn & (side > lo) & (side <= hi) for lo, hi in zip(smaller, CAPACITY_WINDOWS)]
-  return np.array([np.sum(k, axis=1).max() for k in classes])
+    drawn &= jnp.all(depth[:, triangles] > 0, axis=-1)
+  smaller = (0,) + CAPACITY_WINDOWS[:-1]
+  return jnp.stack([jnp.max(jnp.sum(drawn & (side > lo) & (side <= hi), axis=1))
+                    for lo, hi in zip(smaller, CAPACITY_WINDOWS)])
+
+
+@functools.partial(jax.jit, static_argnames=("image_size",))
+def _sample_window_counts(vertices, triangles, rotation, translation, focal, key_light, *,
+                          image_size):
+  """`_window_counts` of F frames as `render_frames` rasterizes them: (frames, shadow maps)."""
+  camera = _camera(rotation, translation, focal, image_size)
+  posed = render.rigid_transform(vertices, camera.rotation, camera.translation)
+  _, map_xy, map_depth = _shadow_map_projection(posed, _unit_key_direction(key_light))
+  return (_window_counts(*render.project(camera, vertices), triangles, image_size, True),
+          _window_counts(map_xy, map_depth, triangles, SHADOW_MAP_SIZE, False))
 
 
 def sampled_capacities(model: morphable.MorphableModel, config: scene.SynthConfig
@@ -280,20 +279,16 @@ def sampled_capacities(model: morphable.MorphableModel, config: scene.SynthConfi
   shape = rng.normal(0.0, 1.0, (CAPACITY_SAMPLES, model.num_shape)).astype(np.float32)
   vertices = _posed_mesh(model, shape, stack("expression"),
                          np.zeros((model.num_vertices, 3), np.float32))
-  screen, shadow_map = _raster_coordinates(
-      vertices, stack("rotation"), stack("translation"),
+  counts = _sample_window_counts(
+      vertices, jnp.asarray(model.triangles), stack("rotation"), stack("translation"),
       np.array([f.focal for f in frames], np.float32), stack("key_light"),
       image_size=config.image_size)
-  triangles = np.asarray(model.triangles)
-  capacities = []
-  for (xy, depth), size, perspective in ((screen, config.image_size, True),
-                                         (shadow_map, SHADOW_MAP_SIZE, False)):
-    counts = _window_counts(np.asarray(xy, np.float64), np.asarray(depth, np.float64),
-                            triangles, size, perspective)
-    counts = np.maximum(np.ceil(counts * CAPACITY_MARGIN), CAPACITY_MINIMUM)
-    capacities.append(render.Capacity(tiers=tuple(
-        (window, int(min(count, len(triangles)))) for window, count in zip(CAPACITY_WINDOWS, counts))))
-  return tuple(capacities)
+  num_triangles = model.triangles.shape[0]
+  sized = lambda count: render.Capacity(tiers=tuple(
+      (window, int(min(n, num_triangles))) for window, n in zip(
+          CAPACITY_WINDOWS, np.maximum(np.ceil(np.asarray(count) * CAPACITY_MARGIN),
+                                       CAPACITY_MINIMUM))))
+  return sized(counts[0]), sized(counts[1])
 
 
 def position_maps(operator: scipy.sparse.csr_matrix, xy: np.ndarray, depth: np.ndarray,
