@@ -70,19 +70,79 @@ def out_of_span_detail(rng: np.random.Generator, mean: np.ndarray, normals: np.n
   return (displacement * (rms_mm / max(rms, 1e-9))).astype(np.float32)
 
 
+# Eye colours (reflectance): sclera, pupil, and iris choices (dark to light brown,
+# hazel, green, grey-blue).
+SCLERA = np.array([0.78, 0.74, 0.70])
+PUPIL = np.array([0.03, 0.03, 0.03])
+IRISES = np.array([[0.10, 0.06, 0.03], [0.20, 0.11, 0.05], [0.28, 0.20, 0.09],
+                   [0.18, 0.22, 0.12], [0.22, 0.28, 0.33]])
+IRIS_RADIUS_MM, PUPIL_RADIUS_MM, LASH_MM = 5.5, 2.0, 1.3
+EYE_OUTLINES = (tuple(range(36, 42)), tuple(range(42, 48)))  # iBUG 68, each eye's 6 points
+UPPER_LIDS = ((36, 37, 38, 39), (42, 43, 44, 45))
+
+
+def _inside(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
+  """[N] bool: 2D points [N, 2] inside a closed polygon [P, 2] (even-odd rule)."""
+  inside = np.zeros(len(points), bool)
+  for a, b in zip(polygon, np.roll(polygon, -1, axis=0)):
+    crosses = (a[1] > points[:, 1]) != (b[1] > points[:, 1])
+    x = a[0] + (points[:, 1] - a[1]) * (b[0] - a[0]) / np.where(b[1] == a[1], 1e-12, b[1] - a[1])
+    inside ^= crosses & (points[:, 0] < x)
+  return inside
+
+
+def _segment_distance(points: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+  """[N] distance of 2D points [N, 2] to the segment a-b."""
+  t = np.clip(((points - a) @ (b - a)) / max(float((b - a) @ (b - a)), 1e-12), 0.0, 1.0)
+  return np.linalg.norm(points - (a + t[:, None] * (b - a)), axis=1)
+
+
+def eye_regions(mean: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+  """[V, 4] per-vertex eye weights in {0, 1}: sclera, iris, pupil, eyelash line.
+
+  BFM-style models have no eyes of their own (skin-coloured lids over the eyeballs);
+  drawing sclera, iris and lashes where the 68 landmarks outline the eyes (in the
+  frontal x-y plane of the mean shape) gives renders the dark eye regions that real
+  photos have and face detectors rely on.
+
+  Args:
+    mean: [V, 3] mean shape, mm (+z towards the camera). landmarks: [68, 3] its landmarks.
+  """
+  xy, out = mean[:, :2], np.zeros((len(mean), 4), np.float32)
+  front = mean[:, 2] > np.min(landmarks[36:48, 2]) - 5.0  # not the back of the head
+  for outline, lid in zip(EYE_OUTLINES, UPPER_LIDS):
+    polygon = landmarks[list(outline), :2]
+    eye = _inside(xy, polygon) & front
+    radius = np.linalg.norm(xy - polygon.mean(0), axis=1)
+    out[:, 1] = np.maximum(out[:, 1], eye & (radius < IRIS_RADIUS_MM))
+    out[:, 2] = np.maximum(out[:, 2], eye & (radius < PUPIL_RADIUS_MM))
+    out[:, 0] = np.maximum(out[:, 0], eye & (radius >= IRIS_RADIUS_MM))
+    lash = np.min([_segment_distance(xy, landmarks[i, :2], landmarks[j, :2])
+                   for i, j in zip(lid[:-1], lid[1:])], axis=0) < LASH_MM
+    out[:, 3] = np.maximum(out[:, 3], lash & front)
+  return out
+
+
 def skin_albedo(rng: np.random.Generator, base_albedo: np.ndarray,
-                mean: np.ndarray) -> np.ndarray:
-  """[V, 3] per-vertex reflectance: a skin tone from light to dark, with blotches.
+                mean: np.ndarray, eyes: np.ndarray | None = None) -> np.ndarray:
+  """[V, 3] per-vertex reflectance: a skin tone from light to dark, with blotches, eyes.
 
   Args:
     base_albedo: [V, 3] the model's albedo for the identity's coefficients (skin with
       lips and brows).
     mean: [V, 3] vertices, mm (where the smooth colour variation lives).
+    eyes: [V, 4] `eye_regions` weights (None: no eyes drawn); the iris colour is drawn.
   """
   tone = rng.uniform(0.35, 1.2)  # very dark to very light skin, relative to the mean
   warmth = 1.0 + rng.uniform(-0.08, 0.08) * np.array([1.0, 0.0, -1.0])
   blotches = _smooth_field(rng, mean, 12, (6.0, 20.0))[:, None] * np.array([0.03, -0.01, -0.01])
-  return np.clip(base_albedo * tone * warmth + blotches * tone, 0.01, 1.0).astype(np.float32)
+  albedo = base_albedo * tone * warmth + blotches * tone
+  if eyes is not None:
+    iris = IRISES[rng.integers(len(IRISES))] * rng.uniform(0.8, 1.2)
+    for weight, colour in zip(eyes.T, (SCLERA, iris, PUPIL)):
+      albedo = albedo * (1 - weight[:, None]) + colour * weight[:, None]
+    albedo = albedo * (1 - 0.75 * eyes[:, 3:4])  # lashes / eyeliner along the upper lids
+  return np.clip(albedo, 0.01, 1.0).astype(np.float32)
 
 
 @functools.lru_cache(maxsize=None)

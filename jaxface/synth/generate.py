@@ -26,6 +26,10 @@ from jaxface.synth import scene
 POSITION_MAP_SIZE = 256
 SHADOW_MAP_SIZE = 128
 SHADOW_BIAS_MM = 2.0
+# Shadow lookups start this far out along the surface normal ("normal offset", ~2 map
+# texels of a face): without it the map's own texels shadow the surface in stripes
+# ("shadow acne") wherever the key light grazes it.
+SHADOW_NORMAL_OFFSET_MM = 3.0
 # Rasterizer windows (`render.Capacity`) are sized from this many sampled frames,
 # with this margin; a frame that still overflows is re-rendered with the defaults.
 CAPACITY_SAMPLES = 32
@@ -45,6 +49,7 @@ class Generator:
       the model's 256 x 256 UV map (PRNet position maps); identical for every face.
     shape_span: [3V, Ks] orthonormal basis of span(shape_basis) (`appearance.span_basis`).
     mean_normals: [V, 3] unit vertex normals of the mean shape (detail directions).
+    eyes: [V, 4] sclera / iris / pupil / lash weights (`appearance.eye_regions`).
     capacity: rasterizer windows of the frames (`sampled_capacities`).
     shadow_capacity: rasterizer windows of the shadow maps.
     config: `scene.SynthConfig`.
@@ -54,6 +59,7 @@ class Generator:
   uv_operator: scipy.sparse.csr_matrix
   shape_span: np.ndarray
   mean_normals: np.ndarray
+  eyes: np.ndarray
   capacity: render.Capacity
   shadow_capacity: render.Capacity
   config: scene.SynthConfig
@@ -68,6 +74,8 @@ def make_generator(model: morphable.MorphableModel, config: scene.SynthConfig) -
                    uv_operator=uv_operator(raster, model.num_vertices),
                    shape_span=appearance.span_basis(np.asarray(model.shape_basis)),
                    mean_normals=np.asarray(vertex_normals(model.mean, triangles)),
+                   eyes=appearance.eye_regions(np.asarray(model.mean), np.asarray(
+                       morphable.landmarks_3d(model, model.mean))),
                    capacity=capacity, shadow_capacity=shadow_capacity, config=config)
 
 
@@ -120,14 +128,15 @@ def _shadow_map_projection(posed: jax.Array, direction: jax.Array):
   return (to_map, *to_map(posed))
 
 
-def _shadow(posed: jax.Array, pixel_positions: jax.Array, direction: jax.Array,
-            triangles: jax.Array, capacity: render.Capacity | None = None
+def _shadow(posed: jax.Array, pixel_positions: jax.Array, pixel_normals: jax.Array,
+            direction: jax.Array, triangles: jax.Array, capacity: render.Capacity | None = None
             ) -> tuple[jax.Array, jax.Array]:
   """Fraction of the key light reaching each pixel (1 = lit), by shadow mapping.
 
   Args:
     posed: [B, V, 3] vertices in the camera-aligned frame, mm.
     pixel_positions: [B, H, W, 3] surface points seen at each pixel, same frame.
+    pixel_normals: [B, H, W, 3] their (interpolated) normals.
     direction: [B, 3] unit direction towards the light.
     capacity: the shadow map's rasterizer windows (default: `render.default_capacity`).
   Returns:
@@ -138,7 +147,9 @@ def _shadow(posed: jax.Array, pixel_positions: jax.Array, direction: jax.Array,
                                image_size=(SHADOW_MAP_SIZE, SHADOW_MAP_SIZE), capacity=capacity,
                                perspective=False, on_overflow="ignore")
   b, h, w = pixel_positions.shape[:3]
-  xy, pixel_depth = to_map(pixel_positions.reshape(b, -1, 3))
+  lookup = pixel_positions + SHADOW_NORMAL_OFFSET_MM * pixel_normals / jnp.maximum(
+      jnp.linalg.norm(pixel_normals, axis=-1, keepdims=True), 1e-6)
+  xy, pixel_depth = to_map(lookup.reshape(b, -1, 3))
   lit = 0.0
   # 2x2 percentage-closer filtering: soft shadow edges instead of map-pixel stairs.
   for dx, dy in ((-0.5, -0.5), (0.5, -0.5), (-0.5, 0.5), (0.5, 0.5)):
@@ -211,7 +222,8 @@ def render_frames(vertices, topology, albedo, rotation, translation, focal, ligh
                                specular=key_light[:, 6], shininess=16.0, eye=eye)
     lit, shadow_overflow = jax.lax.cond(
         jnp.any(key_light != 0),
-        lambda: _shadow(posed, pixel_positions, direction, triangles, shadow_capacity),
+        lambda: _shadow(posed, pixel_positions, pixel_normals, direction, triangles,
+                        shadow_capacity),
         lambda: (jnp.ones(pixel_positions.shape[:3]), jnp.zeros((1,), jnp.int32)))
     colour = colour + keyed * lit[..., None]
     mask = fragments.mask
@@ -345,7 +357,7 @@ def generate_identity(generator: Generator, seed: int, identity: int) -> dict:
                                          generator.shape_span, config.detail_mm)
   detail = detail.astype(np.float16)  # stored as float16: render exactly what is stored
   base_albedo = np.asarray(morphable.albedo(model, albedo_coefficients))
-  vertex_albedo = appearance.skin_albedo(rng, base_albedo, mean)
+  vertex_albedo = appearance.skin_albedo(rng, base_albedo, mean, generator.eyes)
   frames = scene.sample_frames(rng, config, model.num_expression, appearance.sample_occluder,
                                appearance.sample_background)
   stack = lambda name: np.stack([getattr(f, name) for f in frames])

@@ -127,9 +127,13 @@ def sample_light(rng: np.random.Generator, key: bool) -> tuple[np.ndarray, np.nd
 
   The SH part is a coloured ambient plus one soft directional light; with `key`, the
   SH part is dimmer and a strong key light (shadows and highlights, not SH) is added.
+  Without a key light the directional part is at least about half the ambient: faces
+  lit by ambient light alone look flat, unlike photos (and face detectors miss them).
   """
-  ambient = _light_colour(rng, rng.uniform(0.35, 0.7) if key else rng.uniform(0.5, 0.9))
-  soft = sh_directional(_direction(rng, 70.0), _light_colour(rng, rng.uniform(0.0, 0.5)))
+  ambient = _light_colour(rng, rng.uniform(0.35, 0.7) if key else rng.uniform(0.35, 0.65))
+  soft_level = rng.uniform(0.0, 0.5) if key else rng.uniform(0.3, 0.7)
+  soft = sh_directional(_direction(rng, 70.0 if key else 60.0),
+                        _light_colour(rng, soft_level))
   light = sh_ambient(ambient) + soft
   key_light = np.zeros(7)
   if key:

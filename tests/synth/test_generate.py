@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from jaxface import morphable, render, synth
+from jaxface.geometry import vertex_normals
 from jaxface.synth import generate, scene
 
 SIZE = 96
@@ -133,6 +134,30 @@ def test_position_map_holds_projected_vertices(front_model, records):
     assert z[30] > z[36] and z[30] > z[45]
 
 
+def test_eyes_are_drawn_dark_inside_the_eye_outlines(front_model, records):
+  """The pupils (darker than the skin around) sit at the eye-outline centres, frames
+  without occluders show them dark in the image."""
+  from jaxface.synth import appearance  # pylint: disable=import-outside-toplevel
+  mean = np.asarray(front_model.mean)
+  landmarks = np.asarray(morphable.landmarks_3d(front_model, front_model.mean))
+  eyes = appearance.eye_regions(mean, landmarks)
+  for outline in appearance.EYE_OUTLINES:
+    centre = landmarks[list(outline), :2].mean(0)
+    pupil = eyes[:, 2] > 0
+    near = np.linalg.norm(mean[:, :2] - centre, axis=1) < appearance.PUPIL_RADIUS_MM
+    assert np.sum(pupil & near) >= 5
+  assert np.all(eyes[:, 1][eyes[:, 2] > 0] > 0)  # the pupil lies in the iris
+  for r in records:
+    for t, tags in enumerate(r["tags"]):
+      if "occluded" in tags or "large_pose" in tags:
+        continue
+      image = r["image"][t].astype(float).mean(-1)
+      pupils = [image[int(y), int(x)] for x, y in
+                (r["landmarks"][t][list(o)].mean(0) for o in appearance.EYE_OUTLINES)]
+      bridge = image[int(r["landmarks"][t][29, 1]), int(r["landmarks"][t][29, 0])]  # of the nose
+      assert max(pupils) < bridge, (pupils, bridge)
+
+
 def test_shadow_of_a_plate_over_a_plane():
   """A small plate 50 mm in front of a wall shadows the wall along the light direction."""
   # Wall: 200 x 200 mm at z = 0; plate: 40 x 40 mm at z = 50, centred at the origin.
@@ -144,10 +169,33 @@ def test_shadow_of_a_plate_over_a_plane():
   direction = np.array([0.6, 0.0, 0.8])  # light up and to the right: shadow shifts left
   # Query points on the wall: the shadow centre is at x = -50 * 0.6 / 0.8 = -37.5 mm.
   points = np.array([[-37.5, 0, 0], [-37.5, 15, 0], [40.0, 0, 0], [-37.5, 40, 0], [0.0, 0, 50]])
+  normals = np.tile([0.0, 0.0, 1.0], (1, 1, len(points), 1))
   lit, _ = generate._shadow(jnp.asarray(vertices[None], jnp.float32),
                             jnp.asarray(points[None, None], jnp.float32),
+                            jnp.asarray(normals, jnp.float32),
                             jnp.asarray(direction[None], jnp.float32), triangles)
   np.testing.assert_allclose(np.asarray(lit)[0, 0], [0, 0, 1, 1, 1])
+
+
+def test_grazing_key_light_does_not_shadow_a_curved_surface_itself():
+  """A convex cap (face-sized) lit at 70-80 degrees from its axis: every point facing the
+  light is lit (no "shadow acne" stripes from the map's texels)."""
+  u, v = np.meshgrid(np.linspace(-1, 1, 41), np.linspace(-1, 1, 41))
+  x, y = 90 * u, 110 * v
+  z = 60 * np.sqrt(np.maximum(1 - u ** 2 / 2.1 - v ** 2 / 2.1, 0.0))
+  vertices = np.stack([x, y, z], -1).reshape(-1, 3)
+  k = np.arange(41 * 41).reshape(41, 41)[:-1, :-1].ravel()
+  triangles = np.concatenate([np.stack([k, k + 1, k + 42], -1), np.stack([k, k + 42, k + 41], -1)])
+  normals = np.asarray(vertex_normals(jnp.asarray(vertices, jnp.float32), jnp.asarray(triangles)))
+  for degrees in (70.0, 80.0):
+    direction = np.array([np.sin(np.deg2rad(degrees)), 0.0, np.cos(np.deg2rad(degrees))])
+    facing = normals @ direction > 0.2  # clearly lit by a convex surface
+    lit, _ = generate._shadow(jnp.asarray(vertices[None], jnp.float32),
+                              jnp.asarray(vertices[None, None], jnp.float32),
+                              jnp.asarray(normals[None, None], jnp.float32),
+                              jnp.asarray(direction[None], jnp.float32),
+                              jnp.asarray(triangles, jnp.int32))
+    assert np.asarray(lit)[0, 0][facing].min() == 1.0, degrees
 
 
 def test_sh_directional_matches_clamped_cosine():
