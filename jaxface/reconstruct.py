@@ -141,10 +141,17 @@ def identity_cosine(identity_params, photo_embedding, crop_image, landmarks, ren
 
 
 def landmark_reprojection(model, params, crop) -> tuple[np.ndarray, float]:
-  """(fitted landmarks [68, 2] in crop pixels, mean error / inter-ocular distance)."""
-  predicted = np.asarray(fit.projected_landmarks(model, params, crop.image.shape[:2])[0])
+  """(fitted landmarks [68, 2] in crop pixels, mean error / inter-ocular distance).
+
+  The landmarks are the model's 68 landmark vertices projected (the 3D convention of
+  synthetic ground truth and AFLW2000-3D); the error is the fit's residual against the
+  detected ones, with the jaw contour as the fit matches it (`fit.detector_landmarks`).
+  """
+  size = crop.image.shape[:2]
+  predicted = np.asarray(fit.projected_landmarks(model, params, size)[0])
+  matched = np.asarray(fit.detector_landmarks(model, params, size)[0])
   interocular = np.linalg.norm(crop.landmarks[36:42].mean(0) - crop.landmarks[42:48].mean(0))
-  error = np.linalg.norm(predicted - crop.landmarks, axis=-1).mean()
+  error = np.linalg.norm(matched - crop.landmarks, axis=-1).mean()
   return predicted, float(error / max(interocular, 1e-6))
 
 
