@@ -77,7 +77,7 @@ def write_dataset(folder: str, *, records: int, frames: int, size: int, shards: 
     writer.close()
   info = {"splits": {"train": {"shards": names, "num_records": records, "num_frames": frames,
                                "image_size": size}}}
-  with open(os.path.join(folder, input_pipeline.INFO_FILE), "w", encoding="utf-8") as handle:
+  with open(os.path.join(folder, features.INFO_FILE), "w", encoding="utf-8") as handle:
     json.dump(info, handle)
 
 

@@ -13,16 +13,19 @@ matrix A with q = A @ (x, y, 1), input pixels -> output pixels.
 
 Frames come as uint8 image [N, S, S, 3], mask [N, S, S] (255 = face surface) and
 optionally occlusion [N, S, S] (255 = occluder, removed from the mask). They are packed
-(XLA) into "RGBV" [N, S, S, 4]: RGB plus the visible-face mask as a fourth channel, so
-that one resampling moves both; the mask is thresholded at 1/2 afterwards
-(nearest-neighbour resampling up to ties). Outside the input is zero. The resampling,
-colour scale and conversion to float run as XLA-compiled stages (`_render`: each
-output pixel gathers its 4 input pixels as packed 32-bit words); they compute the same
-bilinear sampling as `tf.raw_ops.ImageProjectiveTransformV3` (`warp_images`, the
-reference the tests compare against) at about a third of the cost of that op plus the
-separate conversion passes on a CPU (benchmarks/input_bench.py). Occluders are drawn and pasted by a second XLA function. Position maps are not
-resampled (they live in UV space): their x, y values move as points and their z
-(depth in pixel units) is multiplied by the transform's scale.
+(XLA) into "RGBV" words, int32 [N, S, S]: the RGB bytes plus the visible-face mask as a
+fourth byte, so that one resampling moves both; the mask is thresholded at 1/2
+afterwards (nearest-neighbour resampling up to ties). Outside the input is zero. The
+resampling, colour scale and conversion to float run as XLA-compiled stages
+(`_render`: each output pixel gathers its 4 input words in one gather, then a blend
+weights them by tents that are 0 outside the input); they compute the same bilinear
+sampling as `tf.raw_ops.ImageProjectiveTransformV3` (`warp_images`, the reference the
+tests compare against) at about a fifth of the cost of that op plus the separate
+conversion passes on a CPU (benchmarks/input_bench.py). Occluders are drawn as a
+per-pixel weight map from separable row and column terms and pasted by two more small
+XLA functions. Position maps are not resampled (they live in UV space): their x, y
+values move as points and their z (depth in pixel units) is multiplied by the
+transform's scale.
 
 All randomness is stateless: the same seed gives the same augmentation, whatever the
 thread timing of the pipeline.
@@ -61,7 +64,7 @@ def sample_parameters(seed: tf.Tensor, num: int, *, output_size: int, rotation_d
   Returns:
     angle [N] radians; scale [N]; shift [N, 2] fraction of the output size; color
     [N, 3] channel factors; occlude [N] bool; and the occluders' shape and texture
-    (`occluder_layers`): centre [N, 2] and half_axes [N, 2] output pixels, theta [N]
+    (`occluder_weight`): centre [N, 2] and half_axes [N, 2] output pixels, theta [N]
     radians, ellipse [N] bool, frequency [N, 2] half-cycles across a half-axis,
     phase [N, 2] radians, colors [N, 2, 3] in [0, 1].
   """
@@ -178,156 +181,202 @@ def warp_images(images: tf.Tensor, matrix: tf.Tensor, output_size: int, *,
 
 
 @tf.function(jit_compile=True)
-def pack_rgbv(image, mask, occlusion=None):
-  """uint8 image [N,S,S,3], mask [N,S,S] (0/255), occlusion [N,S,S] or None -> RGBV.
+def pack_words(image, mask, occlusion=None):
+  """uint8 image [N,S,S,3], mask [N,S,S] (0/255), occlusion [N,S,S] or None -> RGBV words.
 
   Returns:
-    uint8 [N, S, S, 4]: RGB + the visible face (the mask where occlusion < 128).
+    int32 [N, S, S]: per pixel the bytes R, G, B and the visible face (the mask where
+    occlusion < 128) as one 32-bit word.
   """
   visible = mask if occlusion is None else tf.where(occlusion >= 128, tf.zeros_like(mask), mask)
-  return tf.concat([image, visible[..., None]], -1)  # XLA: ~10x cheaper than TF's concat
+  # XLA: ~10x cheaper than TF's concat; fused with the bitcast, one pass.
+  return tf.bitcast(tf.concat([image, visible[..., None]], -1), tf.int32)
 
 
-def occluder_layers(params: dict, size: int) -> tuple[tf.Tensor, tf.Tensor]:
-  """The synthetic occluders of `sample_parameters`, drawn on a size x size image.
+def _occluder_axes(params: dict, size: int) -> tuple[tuple, tuple]:
+  """The separable parts of `occluder_weight`: per-column and per-row terms.
 
-  A frame's occluder is an ellipse or rectangle (centre in the middle 70% of the
-  image, half-axes 8-25% of its side, any orientation) filled with a texture: two random
-  colours mixed by two crossed sinusoidal gratings along the shape's axes (plaid,
-  stripes or blotches depending on the frequencies). Frames with `occlude` False get an
-  empty alpha. The gratings are separable (sin(a + b) expanded), so each pixel costs a
-  few multiply-adds.
+  u = (dx cos + dy sin) / hu and v = (dy cos - dx sin) / hv are a column term plus a row
+  term, and each grating sin(a + b) = sin a cos b + cos a sin b, a along x, b along y.
 
-  Args:
-    params: `sample_parameters` output (N frames).
-    size: H, side of the image, pixels.
   Returns:
-    (rgb [N, H, H, 3] float32 in [0, 1], alpha [N, H, H] bool).
+    (columns, rows): each a tuple of six [N, H] float32 arrays, (u, v, sin, cos of
+    grating 0, sin, cos of grating 1) along x and (u, v, cos, sin of grating 0, cos,
+    sin of grating 1) along y.
   """
   grid = tf.range(size, dtype=tf.float32) + 0.5  # pixel centres
   cx, cy = params["centre"][:, 0, None], params["centre"][:, 1, None]
   cos, sin = tf.cos(params["theta"])[:, None], tf.sin(params["theta"])[:, None]
   hu, hv = params["half_axes"][:, 0, None], params["half_axes"][:, 1, None]
   dx, dy = grid[None, :] - cx, grid[None, :] - cy          # [N, H] along x and along y
-  # u = (dx cos + dy sin) / hu, v = (dy cos - dx sin) / hv: a column term + a row term.
-  u = (dx * cos / hu)[:, None, :] + (dy * sin / hu)[:, :, None]
-  v = (dy * cos / hv)[:, :, None] - (dx * sin / hv)[:, None, :]
+  columns, rows = [dx * cos / hu, -dx * sin / hv], [dy * sin / hu, dy * cos / hv]
+  for k, (along_x, along_y) in enumerate([(cos / hu, sin / hu), (-sin / hv, cos / hv)]):
+    f = math.pi * params["frequency"][:, k, None]   # sin(pi f (a dx + b dy) + phase)
+    a, b = f * along_x * dx, f * along_y * dy + params["phase"][:, k, None]
+    columns += [tf.sin(a), tf.cos(a)]
+    rows += [tf.cos(b), tf.sin(b)]
+  return tuple(columns), tuple(rows)
+
+
+@tf.function(jit_compile=True)
+def _occluder_weight(params: dict, columns: tuple, rows: tuple) -> tf.Tensor:
+  """`occluder_weight` from its `_occluder_axes` (computed apart: fused here, XLA would
+  recompute their sines at every pixel); a few multiply-adds per pixel."""
+  col = [c[:, None, :] for c in columns]   # [N, 1, H]: varies along x
+  row = [r[:, :, None] for r in rows]      # [N, H, 1]: varies along y
+  u, v = col[0] + row[0], row[1] + col[1]
   inside = tf.where(params["ellipse"][:, None, None], u * u + v * v <= 1.0,
                     tf.maximum(tf.abs(u), tf.abs(v)) <= 1.0)
-  alpha = inside & params["occlude"][:, None, None]
-
-  def grating(k, along_x_coef, along_y_coef):  # sin(pi f (a dx + b dy) + phase)
-    f = math.pi * params["frequency"][:, k, None]
-    a, b = f * along_x_coef * dx, f * along_y_coef * dy + params["phase"][:, k, None]
-    return (tf.sin(a)[:, None, :] * tf.cos(b)[:, :, None]
-            + tf.cos(a)[:, None, :] * tf.sin(b)[:, :, None])
-
-  weight = 0.5 + 0.25 * grating(0, cos / hu, sin / hu) + 0.25 * grating(1, -sin / hv, cos / hv)
-  first, second = params["colors"][:, 0, None, None, :], params["colors"][:, 1, None, None, :]
-  return first + (second - first) * weight[..., None], alpha
+  weight = 0.5 + 0.25 * (col[2] * row[2] + col[3] * row[3]) + 0.25 * (col[4] * row[4] + col[5] * row[5])
+  return tf.where(inside & params["occlude"][:, None, None], weight, -1.0)
 
 
-@tf.function(jit_compile=True)
-def _padded_words(rgbv):
-  """uint8 [N,S,S,4] -> int32 [N*(S+2)*(S+2)]: pixels as words, with a ring of zeros."""
-  return tf.reshape(tf.bitcast(tf.pad(rgbv, [[0, 0], [1, 1], [1, 1], [0, 0]]), tf.int32), [-1])
+def occluder_weight(params: dict, size: int) -> tf.Tensor:
+  """The synthetic occluders of `sample_parameters`, drawn on a size x size image.
 
+  A frame's occluder is an ellipse or rectangle (centre in the middle 70% of the
+  image, half-axes 8-25% of its side, any orientation) filled with a texture: two random
+  colours mixed by two crossed sinusoidal gratings along the shape's axes (plaid,
+  stripes or blotches depending on the frequencies). Frames with `occlude` False are
+  not covered. The shape and gratings are separable (`_occluder_axes`), so each pixel
+  costs a few multiply-adds.
 
-@tf.function(jit_compile=True)
-def _sample_points(transforms, input_size, output_size, interpolation):
-  """Per output pixel: index of its first tap in `_padded_words` and the fractions.
-
+  Args:
+    params: `sample_parameters` output (N frames).
+    size: H, side of the image, pixels.
   Returns:
-    (index int32 [N,H,H], fx, fy float32 [N,H,H]); nearest: the nearest pixel, fx=fy=0.
+    float32 [N, H, H]: where the occluder covers the pixel, the weight w in [0, 1] of
+    its colour colors[1] * w + colors[0] * (1 - w); -1 elsewhere.
   """
-  padded = input_size + 2
-  n = transforms.shape[0]
+  return _occluder_weight(params, *_occluder_axes(params, size))
+
+
+@tf.function(jit_compile=True)
+def _paste_occluders(image, mask, weight, colors):
+  """Pastes `occluder_weight` [N,H,H] (colours [N,2,3]) over images [N,H,H,3] and removes
+  it from masks [N,H,H]. A separate XLA function: fused into `_blend` it costs twice as much.
+  """
+  first, second = colors[:, 0, None, None, :], colors[:, 1, None, None, :]
+  w = weight[..., None]
+  return tf.where(w >= 0, first + (second - first) * w, image), mask * tf.cast(weight < 0, tf.float32)
+
+
+def _source_taps(transforms, input_size: int, output_size: int, interpolation: str):
+  """Per output pixel: its first input tap and the taps' weights.
+
+  The taps are the 2x2 input pixels from (x0, y0) (bilinear) or the one nearest pixel;
+  (x0, y0) is clamped into the image and each tap weighted by the tent max(0, 1 - |d|)
+  of its distance d along each axis, so a tap outside the image, or not a true
+  neighbour after clamping, weighs 0: the same as ImageProjectiveTransformV3's bilinear
+  sampling with a constant 0 fill.
+
+  Args:
+    transforms: [N, 8] output->input index maps (`sampling_transforms`).
+    input_size: S.
+    output_size: H.
+    interpolation: "bilinear" or "nearest".
+  Returns:
+    (x0, y0 int32 [N,H,H]; wx, wy: tuples of float32 [N,H,H] weights of columns x0,
+    x0 + 1 and rows y0, y0 + 1; one each for nearest).
+  """
   r = tf.range(output_size, dtype=tf.float32)
   t = transforms[:, :, None, None]
-  px = t[:, 0] * r[None, None, :] + t[:, 1] * r[None, :, None] + t[:, 2] + 1.0
-  py = t[:, 3] * r[None, None, :] + t[:, 4] * r[None, :, None] + t[:, 5] + 1.0
-  # Beyond the ring of zeros every tap reads the ring: clamping is exact.
-  px = tf.clip_by_value(px, 0.0, padded - 1.0)
-  py = tf.clip_by_value(py, 0.0, padded - 1.0)
+  # Beyond [-1, S] every tap weighs 0: clipping is exact.
+  px = tf.clip_by_value(t[:, 0] * r[None, None, :] + t[:, 1] * r[None, :, None] + t[:, 2],
+                        -1.0, float(input_size))
+  py = tf.clip_by_value(t[:, 3] * r[None, None, :] + t[:, 4] * r[None, :, None] + t[:, 5],
+                        -1.0, float(input_size))
   if interpolation == "nearest":
-    x0, y0 = tf.floor(px + 0.5), tf.floor(py + 0.5)
-  else:
-    x0, y0 = tf.minimum(tf.floor(px), padded - 2.0), tf.minimum(tf.floor(py), padded - 2.0)
-  frame = tf.range(n, dtype=tf.int32)[:, None, None] * (padded * padded)
-  index = tf.cast(y0, tf.int32) * padded + tf.cast(x0, tf.int32) + frame
-  if interpolation == "nearest":
-    return index, tf.zeros_like(px), tf.zeros_like(py)
-  return index, px - x0, py - y0
+    x, y = tf.floor(px + 0.5), tf.floor(py + 0.5)
+    x0, y0 = tf.clip_by_value(x, 0.0, input_size - 1.0), tf.clip_by_value(y, 0.0, input_size - 1.0)
+    return (tf.cast(x0, tf.int32), tf.cast(y0, tf.int32),
+            (tf.cast(x == x0, tf.float32),), (tf.cast(y == y0, tf.float32),))
+  x0 = tf.clip_by_value(tf.floor(px), 0.0, input_size - 2.0)
+  y0 = tf.clip_by_value(tf.floor(py), 0.0, input_size - 2.0)
+
+  def tents(p, p0):
+    return tuple(tf.maximum(1.0 - tf.abs(p - p0 - k), 0.0) for k in (0.0, 1.0))
+
+  return tf.cast(x0, tf.int32), tf.cast(y0, tf.int32), tents(px, x0), tents(py, y0)
 
 
 @tf.function(jit_compile=True)
-def _gather(words, index, step):
-  return tf.gather(words, index + step)
+def _gather_taps(words, transforms, output_size, interpolation):
+  """words int32 [N,S,S] -> int32 [N,H,H,K]: each output pixel's K input taps (4 or 1)."""
+  n, size = words.shape[0], words.shape[1]
+  x0, y0, _, _ = _source_taps(transforms, size, output_size, interpolation)
+  frame = tf.range(n, dtype=tf.int32)[:, None, None] * (size * size)
+  index = frame + y0 * size + x0
+  steps = tf.constant([0] if interpolation == "nearest" else [0, 1, size, size + 1])
+  # One gather of all K taps: about half the cost of K gathers.
+  return tf.gather(tf.reshape(words, [-1]), index[..., None] + steps)
 
 
 @tf.function(jit_compile=True)
-def _blend(taps, fx, fy, color):
-  """Bilinear blend of packed taps (1 = nearest, 4 = bilinear), colour scale, float."""
-  values = [tf.cast(tf.bitcast(tap, tf.uint8), tf.float32) for tap in taps]  # [N,H,H,4]
+def _blend(taps, transforms, input_size, color):
+  """Blends packed taps, colour scale, conversion to float.
+
+  Args:
+    taps: int32 [N,H,H,K] (`_gather_taps`).
+    transforms: [N, 8] (`sampling_transforms`): the weights are recomputed here, which
+      costs less than reading them from memory.
+    input_size: S.
+    color: [N, 3] channel factors.
+  Returns:
+    (image float32 [N,H,H,3] in [0, 1], visible mask float32 [N,H,H] 0/1).
+  """
+  interpolation = "nearest" if taps.shape[-1] == 1 else "bilinear"
+  _, _, wx, wy = _source_taps(transforms, input_size, taps.shape[1], interpolation)
+  values = [tf.cast(tf.bitcast(taps[..., k], tf.uint8), tf.float32) for k in range(taps.shape[-1])]
+  wx, wy = [w[..., None] for w in wx], [w[..., None] for w in wy]  # [N,H,H,1]
   if len(values) == 4:
-    fx, fy = fx[..., None], fy[..., None]
-    top = values[0] * (1 - fx) + values[1] * fx
-    bottom = values[2] * (1 - fx) + values[3] * fx
-    rgbv = top * (1 - fy) + bottom * fy
+    rgbv = ((values[0] * wx[0] + values[1] * wx[1]) * wy[0]
+            + (values[2] * wx[0] + values[3] * wx[1]) * wy[1])
   else:
-    rgbv = values[0]
+    rgbv = values[0] * (wx[0] * wy[0])
   image = tf.minimum(rgbv[..., :3] * (color[:, None, None, :] / 255.0), 1.0)
   return image, tf.cast(rgbv[..., 3] >= 127.5, tf.float32)
 
 
-def _render(rgbv, transforms, color, output_size, interpolation):
-  """Warp of packed RGBV + colour scale + conversion to float, in XLA stages.
+def _render(words, transforms, color, output_size, interpolation, occluders=None):
+  """Warp of RGBV words, colour scale, conversion to float, occluders: XLA stages.
 
   Each output pixel gathers its input pixels as packed 32-bit words (4 for bilinear,
-  1 for nearest) and unpacks the bytes; a ring of zero pixels around the input makes
-  every tap outside it read 0, as ImageProjectiveTransformV3's constant fill does. The
-  stages are separate XLA functions on purpose: fused into one loop with the gathers,
-  the unpacking and blending do not vectorise and the whole costs twice as much.
+  1 for nearest), then a second stage unpacks the bytes and blends them with weights
+  that are 0 for taps outside the input (constant 0 fill, as ImageProjectiveTransformV3).
+  The stages are separate XLA functions on purpose: fused into one loop with the gather,
+  the unpacking and blending do not vectorise and the whole costs twice as much; fused
+  with the blending, the occluders' per-pixel terms are recomputed per channel.
 
   Args:
-    rgbv: uint8 [N, S, S, 4].
+    words: int32 [N, S, S] (`pack_words`).
     transforms: [N, 8] output->input index maps (`sampling_transforms`).
     color: [N, 3] channel factors.
     output_size: H.
     interpolation: "bilinear" or "nearest".
+    occluders: `sample_parameters` output to paste its occluders, or None.
   Returns:
     (image float32 [N, H, H, 3] in [0, 1], mask float32 [N, H, H] 0/1).
   """
   if interpolation not in ("bilinear", "nearest"):
     raise ValueError(f"interpolation must be 'bilinear' or 'nearest', got {interpolation!r}")
-  input_size = rgbv.shape[1]
-  words = _padded_words(rgbv)
-  index, fx, fy = _sample_points(transforms, input_size, output_size, interpolation)
-  steps = (0,) if interpolation == "nearest" else (0, 1, input_size + 2, input_size + 3)
-  taps = [_gather(words, index, tf.constant(step, tf.int32)) for step in steps]
-  return _blend(taps, fx, fy, color)
+  taps = _gather_taps(words, transforms, output_size, interpolation)
+  image, mask = _blend(taps, transforms, words.shape[1], color)
+  if occluders is None:
+    return image, mask
+  return _paste_occluders(image, mask, occluder_weight(occluders, output_size), occluders["colors"])
 
 
-@tf.function(jit_compile=True)
-def _paste_occluders(image, mask, occluders):
-  """Pastes `occluder_layers` over images [N,H,H,3] and removes them from masks [N,H,H].
-
-  A separate XLA function: fused into `_render`'s gather loop it costs 4x more.
-  """
-  rgb, alpha = occluder_layers(occluders, image.shape[1])
-  return tf.where(alpha[..., None], rgb, image), mask * tf.cast(~alpha, tf.float32)
-
-
-def _shrink_first(rgbv: tf.Tensor, matrix: tf.Tensor, output_size: int):
+def _shrink_first(words: tf.Tensor, matrix: tf.Tensor, output_size: int):
   """Antialiases by area-resizing to H when shrinking by 2x or more; adjusts the map."""
-  input_size = rgbv.shape[1]
+  input_size = words.shape[1]
   if input_size < 2 * output_size:
-    return rgbv, matrix
+    return words, matrix
   # Area resizing (box filter) scales continuous coordinates by exactly H / S.
-  resized = tf.image.resize(rgbv, [output_size, output_size], method="area")
-  rgbv = tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+  resized = tf.image.resize(tf.bitcast(words, tf.uint8), [output_size, output_size], method="area")
+  words = tf.bitcast(tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8), tf.int32)
   factor = input_size / output_size
-  return rgbv, tf.concat([matrix[:, :, :2] * factor, matrix[:, :, 2:]], -1)
+  return words, tf.concat([matrix[:, :, :2] * factor, matrix[:, :, 2:]], -1)
 
 
 def _frames_out(frames: dict, matrix: tf.Tensor, image: tf.Tensor, mask: tf.Tensor) -> dict:
@@ -363,13 +412,12 @@ def augment_frames(frames: dict, seed: tf.Tensor, *, output_size: int, ranges: d
   params = sample_parameters(seed, num, output_size=output_size, **ranges)
   matrix = similarity_matrix(params["angle"], params["scale"], params["shift"],
                              input_size=input_size, output_size=output_size)
-  rgbv = pack_rgbv(frames["image"], frames["mask"], frames.get("occlusion"))
-  rgbv, sampling = _shrink_first(rgbv, matrix, output_size)
-  image, mask = _render(rgbv, sampling_transforms(sampling), params["color"], output_size,
-                        interpolation)
+  words = pack_words(frames["image"], frames["mask"], frames.get("occlusion"))
+  words, sampling = _shrink_first(words, matrix, output_size)
   occluders = {k: params[k] for k in ("occlude", "centre", "half_axes", "theta", "ellipse",
                                       "frequency", "phase", "colors")}
-  image, mask = _paste_occluders(image, mask, occluders)
+  image, mask = _render(words, sampling_transforms(sampling), params["color"], output_size,
+                        interpolation, occluders)
   return _frames_out(frames, matrix, image, mask)
 
 
@@ -388,9 +436,9 @@ def resize_frames(frames: dict, *, output_size: int) -> dict:
   if input_size == output_size:
     image, mask = _convert(frames["image"], frames["mask"], frames.get("occlusion"))
   else:
-    rgbv = pack_rgbv(frames["image"], frames["mask"], frames.get("occlusion"))
-    rgbv, sampling = _shrink_first(rgbv, matrix, output_size)
-    image, mask = _render(rgbv, sampling_transforms(sampling), tf.ones([num, 3]), output_size,
+    words = pack_words(frames["image"], frames["mask"], frames.get("occlusion"))
+    words, sampling = _shrink_first(words, matrix, output_size)
+    image, mask = _render(words, sampling_transforms(sampling), tf.ones([num, 3]), output_size,
                           "bilinear")
   return _frames_out(frames, matrix, image, mask)
 

@@ -485,7 +485,7 @@ def _make_decoder(cfg: dict, sizes: RecordSizes, frame_seed: int):
       return tf.stack([decoder(encoded[i]) for i in range(t)])
 
     # Masks stay apart until the batch: packing per record with TF ops costs more than
-    # decoding (augment.pack_rgbv packs whole batches under XLA).
+    # decoding (augment.pack_words packs whole batches under XLA).
     out = {"image": frames_of("image", features.decode_image),
            "mask": frames_of("mask", features.decode_mask),
            "occlusion": frames_of("occlusion", features.decode_mask),
