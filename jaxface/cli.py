@@ -141,7 +141,8 @@ def cmd_synth(args) -> None:
   start = time.perf_counter()
   entry = synthetic.write_split(
       args.out, split=args.split, identities=args.identities, config=config, seed=args.seed,
-      model_spec=args.model, shards=args.shards, workers=args.workers or min(2, os.cpu_count()),
+      model_spec=args.model, shards=args.shards,
+      workers=args.workers or (1 if os.cpu_count() <= 2 else 2),
       eval_layout=args.eval_layout, log=lambda line: print(line, file=sys.stderr, flush=True))
   seconds = time.perf_counter() - start
   print(f"jaxface: {args.split}: {entry['num_records']} identities x {entry['num_frames']} frames "
@@ -314,7 +315,9 @@ def make_parser() -> argparse.ArgumentParser:
   p.add_argument("--detail-mm", type=float, default=1.0,
                  help="RMS of the out-of-model-span identity detail, mm")
   p.add_argument("--shards", type=int, help="shard files (default ~32 identities each)")
-  p.add_argument("--workers", type=int, help="generator processes (default: up to 2)")
+  p.add_argument("--workers", type=int,
+                 help="generator processes (default: 1 on up to 2 cores, where one process "
+                 "already uses both; else 2)")
   p.add_argument("--eval-layout", action="store_true",
                  help="also write PNG frames + ground-truth meshes for `jaxface evaluate`")
   p.set_defaults(run=cmd_synth)
