@@ -10,6 +10,7 @@ import functools
 import pathlib
 
 import numpy as np
+import scipy.spatial
 from PIL import Image, ImageDraw
 
 # Non-face photos bundled with scikit-image (astronaut, camera and lfw_subset show
@@ -81,16 +82,6 @@ EYE_OUTLINES = (tuple(range(36, 42)), tuple(range(42, 48)))  # iBUG 68, each eye
 UPPER_LIDS = ((36, 37, 38, 39), (42, 43, 44, 45))
 
 
-def _inside(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
-  """[N] bool: 2D points [N, 2] inside a closed polygon [P, 2] (even-odd rule)."""
-  inside = np.zeros(len(points), bool)
-  for a, b in zip(polygon, np.roll(polygon, -1, axis=0)):
-    crosses = (a[1] > points[:, 1]) != (b[1] > points[:, 1])
-    x = a[0] + (points[:, 1] - a[1]) * (b[0] - a[0]) / np.where(b[1] == a[1], 1e-12, b[1] - a[1])
-    inside ^= crosses & (points[:, 0] < x)
-  return inside
-
-
 def _segment_distance(points: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
   """[N] distance of 2D points [N, 2] to the segment a-b."""
   t = np.clip(((points - a) @ (b - a)) / max(float((b - a) @ (b - a)), 1e-12), 0.0, 1.0)
@@ -111,8 +102,8 @@ def eye_regions(mean: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
   xy, out = mean[:, :2], np.zeros((len(mean), 4), np.float32)
   front = mean[:, 2] > np.min(landmarks[36:48, 2]) - 5.0  # not the back of the head
   for outline, lid in zip(EYE_OUTLINES, UPPER_LIDS):
-    polygon = landmarks[list(outline), :2]
-    eye = _inside(xy, polygon) & front
+    polygon = landmarks[list(outline), :2]  # convex: inside = in its triangulation
+    eye = (scipy.spatial.Delaunay(polygon).find_simplex(xy) >= 0) & front
     radius = np.linalg.norm(xy - polygon.mean(0), axis=1)
     out[:, 1] = np.maximum(out[:, 1], eye & (radius < IRIS_RADIUS_MM))
     out[:, 2] = np.maximum(out[:, 2], eye & (radius < PUPIL_RADIUS_MM))
