@@ -35,6 +35,9 @@ from jaxface import render
 from jaxface.errors import JaxfaceError
 
 TEXTURE_SIZE = 1024
+# Last-resort HOG threshold when HOG (0.3) and the MMOD CNN find no face: the user says
+# the photo holds one (`detect.detect_faces(weak_min_score=...)`).
+WEAK_MIN_SCORE = -0.5
 # Jitted once per process: eager rendering dispatches thousands of small ops.
 _render = jax.jit(render.render, static_argnames=("edge_antialias", "cull_backfaces",
                                                   "capacity", "on_overflow"))
@@ -169,6 +172,7 @@ def _params_json(model, params, crop, result, predicted, reprojection, cosine, t
                  "focal_px": fit.fitting.FOCAL_AT_224 * crop.image.shape[1] / 224.0,
                  "distance_mm": fit.fitting.CAMERA_DISTANCE_MM},
       "crop_transform": tolist(crop.transform),
+      "detection": {"detector": crop.box.detector, "score": round(crop.box.score, 4)},
       "landmark_error_over_interocular": round(reprojection, 5),
       "landmarks_68_photo_px": {"detected": np.round(to_photo(crop.landmarks), 3).tolist(),
                                 "fitted": np.round(to_photo(predicted), 3).tolist()},
@@ -231,12 +235,15 @@ def reconstruct(paths, out_dir, *, model_spec="bfm_sim_front", multi_frame=False
     try:
       photo = preprocess.load_image(path)
       crops = preprocess.detect_and_align(photo, all_faces=all_faces and not multi_frame,
-                                          source=str(path))
+                                          source=str(path), weak_min_score=WEAK_MIN_SCORE)
     except JaxfaceError as e:
       log(f"jaxface: error: {e}")
       summary.failures += 1
       continue
     stem = pathlib.Path(path).stem
+    if crops[0].box.detector == "hog-weak":
+      log(f"  warning: {path}: only a low-confidence face detection (HOG score "
+          f"{crops[0].box.score:.2f}); check its overlay")
     for k, crop in enumerate(crops):
       groups.append((stem if len(crops) == 1 else f"{stem}_face{k}", photo, crop))
   summary.faces = len(groups)

@@ -42,7 +42,8 @@ class FaceBox:
       corners at integers), right > left, bottom > top; may extend past the image.
     score: detector confidence (HOG SVM margin or MMOD confidence; faces ~1, the
       detection threshold is `detect_faces(min_score=...)`).
-    detector: "hog", "mmod", or "landmarks" for a box made from landmarks.
+    detector: "hog", "mmod", "hog-weak" (`detect_faces(weak_min_score=...)`), or
+      "landmarks" for a box made from landmarks.
   """
   left: float
   top: float
@@ -129,7 +130,8 @@ def _detect_downscaled(detector, pixels, max_side, upsample, min_score) -> list[
 
 def detect_faces(image: np.ndarray, *, upsample: int = 1, cnn_fallback: bool = True,
                  min_score: float = 0.3, detect_max_side: int = 1024,
-                 cnn_max_side: int = 512) -> list[FaceBox]:
+                 cnn_max_side: int = 512, weak_min_score: float | None = None
+                 ) -> list[FaceBox]:
   """Finds faces with dlib's HOG detector, falling back to the MMOD CNN if it finds none.
 
   Each detector sees a copy downscaled so that its long side is at most
@@ -148,6 +150,12 @@ def detect_faces(image: np.ndarray, *, upsample: int = 1, cnn_fallback: bool = T
       1.2 for the face); real faces score ~0.5-3 with either detector.
     detect_max_side: long side of the copy HOG sees, pixels.
     cnn_max_side: long side of the copy the CNN sees, pixels.
+    weak_min_score: when both detectors find nothing, HOG runs once more with one more
+      doubling and this lower threshold, and its best-scoring box is returned alone
+      (detector "hog-weak"). For callers that know the image holds a face (`jaxface
+      reconstruct`): profiles, occluded and unusually lit faces score -0.5-0.3 there
+      (on the tuning split of `benchmarks/accuracy_bench.py`, HOG at 0.3 found 35 of
+      96 faces, at -0.5 77), but so can background texture. None: no such fallback.
   Returns:
     FaceBoxes in `image` pixels, largest area first.
   """
@@ -155,6 +163,11 @@ def detect_faces(image: np.ndarray, *, upsample: int = 1, cnn_fallback: bool = T
   boxes = _detect_downscaled(_hog_detect, pixels, detect_max_side, upsample, min_score)
   if not boxes and cnn_fallback:
     boxes = _detect_downscaled(_mmod_detect, pixels, cnn_max_side, upsample, min_score)
+  if not boxes and weak_min_score is not None:
+    weak = _detect_downscaled(_hog_detect, pixels, detect_max_side, upsample + 1,
+                              weak_min_score)
+    return [dataclasses.replace(max(weak, key=lambda box: box.score), detector="hog-weak")
+            ] if weak else []
   return sorted(boxes, key=lambda box: (-box.area, -box.score))
 
 

@@ -107,3 +107,14 @@ def test_two_faces_largest_first(astronaut):
 def test_image_shape_is_checked():
   with pytest.raises(ValueError, match="RGB"):
     preprocess.detect_faces(np.zeros((64, 64), np.float32))
+
+
+def test_weak_fallback_returns_the_best_low_scoring_face(astronaut):
+  shaded = astronaut.copy()
+  shaded[95:125, 170:270] *= 0.7  # darkened eyes: HOG scores the face ~0.25 (< 0.3)
+  assert preprocess.detect_faces(shaded, cnn_fallback=False) == []
+  (box,) = preprocess.detect_faces(shaded, cnn_fallback=False, weak_min_score=-0.5)
+  assert box.detector == "hog-weak" and -0.5 < box.score < 1.0
+  assert 160 < box.left < 200 and 60 < box.top < 100  # the face, not background texture
+  (crop,) = preprocess.detect_and_align(shaded, cnn_fallback=False, weak_min_score=-0.5)
+  assert crop.box == box
