@@ -71,20 +71,21 @@ warning line per skipped record, `stats.summary()` for one line in all):
     of the runs of sound records, is kept for later epochs; tf.data then reads each
     run natively from its offset (`TFRecordDatasetV2`), so no record bytes pass through
     Python and corrupt ones never reach the parser. Counted in `stats.corrupt_records`.
-  * Content. Records whose Example cannot be parsed, whose images cannot be decoded or
-    whose sizes disagree with `dataset_info.json` are caught one by one: each record is
-    decoded in its own one-element dataset with `ignore_errors`, followed by a flagged
-    placeholder that is only built (and reported, through a py_function) when the
-    decode failed, and filtered out. Counted in `stats.undecodable_records`.
+  * Content. Records whose Example cannot be parsed, whose images or masks cannot be
+    decoded or whose sizes disagree with `dataset_info.json` are caught one by one:
+    each record is decoded in its own one-element dataset with `ignore_errors`,
+    followed by a flagged placeholder that is only built (and reported, through a
+    py_function) when the decode failed, and filtered out. Counted in
+    `stats.undecodable_records`.
   Counts are of distinct records of this host's share, exact once the files have been
   read (a file is scanned when an epoch reaches it, ahead of the batches it feeds).
 
 Stages: scan/plan (Python, once per file) -> interleaved native reads of up to 16 files
 -> shuffle (serialized records) -> parallel per-record decode (parse, choose T frames,
-decode JPEG/PNG) -> batch -> parallel per-batch augmentation
-or resize of all B*T frames at once (XLA, `augment.py`) -> prefetch. Importing this
-module turns on TensorFlow's BFC allocator for CPU tensors (see below) unless
-TF_CPU_ALLOCATOR_USE_BFC is already set.
+decode JPEG/PNG images, inflate the zlib masks) -> batch -> parallel per-batch
+augmentation or resize of all B*T frames at once (XLA, `augment.py`) -> prefetch.
+Importing this module turns on TensorFlow's BFC allocator for CPU tensors (see below)
+unless TF_CPU_ALLOCATOR_USE_BFC is already set.
 """
 
 import dataclasses
@@ -461,7 +462,7 @@ def _make_decoder(cfg: dict, sizes: RecordSizes, frame_seed: int):
   """The per-record decode: parse, choose T frames, decode them (raises on bad data)."""
   t, f, s = cfg["frames"], sizes.num_frames, sizes.image_size
   random_frames = cfg["augment"]  # a random choice (and order) of T of the F frames
-  keys = ["identity", "image", "mask", "occlusion", "landmarks"]
+  keys = ["identity", "image", *features.MASK_FEATURES, "landmarks"]
   if cfg["position_map"]:
     keys.append("position_map")
   if cfg["ground_truth"]:
@@ -485,10 +486,11 @@ def _make_decoder(cfg: dict, sizes: RecordSizes, frame_seed: int):
       return tf.stack([decoder(encoded[i]) for i in range(t)])
 
     # Masks stay apart until the batch: packing per record with TF ops costs more than
-    # decoding (augment.pack_words packs whole batches under XLA).
+    # decoding (augment.pack_words packs whole batches under XLA). One zlib inflate per
+    # frame for both (PNG pair in records of earlier versions, `features.decode_masks`).
+    mask, occlusion = features.decode_masks(p, chosen)
     out = {"image": frames_of("image", features.decode_image),
-           "mask": frames_of("mask", features.decode_mask),
-           "occlusion": frames_of("occlusion", features.decode_mask),
+           "mask": mask, "occlusion": occlusion,
            "landmarks": tf.gather(p["landmarks"], chosen),
            "identity": tf.cast(p["identity"], tf.int32), "valid": tf.constant(True)}
     if cfg["position_map"]:

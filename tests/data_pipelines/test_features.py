@@ -1,5 +1,7 @@
 """The synthetic dataset's record format: encode -> serialize -> parse round trips."""
 
+import zlib
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -34,6 +36,24 @@ def random_record(rng, *, identity=7, frames=3, size=32, vertices=10, smooth=Fal
   }
 
 
+def old_format(serialized: bytes) -> bytes:
+  """The record as writers before `masks_zlib` stored it: PNG `mask` and `occlusion`.
+
+  Built from the new record's own masks with the old writer's call
+  (`tf.io.encode_png` of [S, S, 1], default compression), without `masks_zlib`.
+  """
+  example = tf.train.Example.FromString(serialized)
+  feature = example.features.feature
+  size = feature["image_size"].int64_list.value[0]
+  both = [np.frombuffer(zlib.decompress(b), np.uint8).reshape(size, size, 2)
+          for b in feature["masks_zlib"].bytes_list.value]
+  for channel, key in enumerate(("mask", "occlusion")):
+    feature[key].bytes_list.value.extend(
+        tf.io.encode_png(b[..., channel:channel + 1]).numpy() for b in both)
+  del feature["masks_zlib"]
+  return example.SerializeToString()
+
+
 def test_png_round_trip_is_exact_and_float_features_match():
   rng = np.random.default_rng(0)
   record = random_record(rng)
@@ -54,6 +74,68 @@ def test_png_round_trip_is_exact_and_float_features_match():
   assert parsed["position_map"].dtype == tf.float32 and error.max() <= 1 / 64 + 1e-6
   np.testing.assert_allclose(parsed["detail"].numpy(), record["detail"], rtol=1e-3, atol=1e-3)
   assert [t.decode() for t in parsed["tags"].numpy()] == record["tags"]
+  assert "masks_zlib" not in parsed  # the same keys as before `masks_zlib`
+
+
+def test_masks_are_stored_as_one_zlib_buffer_per_frame_and_no_pngs():
+  rng = np.random.default_rng(5)
+  record = random_record(rng)
+  feature = tf.train.Example.FromString(features.encode_example(record)).features.feature
+  assert "mask" not in feature and "occlusion" not in feature
+  buffers = feature["masks_zlib"].bytes_list.value
+  assert len(buffers) == 3
+  for t, buffer in enumerate(buffers):  # the documented layout, read without TensorFlow
+    both = np.frombuffer(zlib.decompress(buffer), np.uint8).reshape(32, 32, 2)
+    np.testing.assert_array_equal(both[..., 0], record["mask"][t].astype(np.uint8) * 255)
+    np.testing.assert_array_equal(both[..., 1], record["occlusion"][t])
+
+
+@pytest.mark.parametrize("in_dataset_map", [False, True])
+def test_old_records_with_png_masks_parse_to_the_same_arrays(in_dataset_map):
+  rng = np.random.default_rng(6)
+  record = random_record(rng)
+  new = features.encode_example(record, image_format="png")
+  old = old_format(new)
+  assert "masks_zlib" not in tf.train.Example.FromString(old).features.feature
+  if in_dataset_map:  # graph mode, as the input pipeline runs it
+    parsed_new, parsed_old = tf.data.Dataset.from_tensor_slices([new, old]).map(
+        features.parse_example)
+  else:
+    parsed_new, parsed_old = (features.parse_example(tf.constant(r)) for r in (new, old))
+  assert set(parsed_old) == set(parsed_new)
+  for key in ("mask", "occlusion"):
+    assert parsed_old[key].dtype == tf.uint8 and parsed_old[key].shape == (3, 32, 32)
+    np.testing.assert_array_equal(parsed_old[key].numpy(), parsed_new[key].numpy(), err_msg=key)
+  np.testing.assert_array_equal(parsed_old["mask"].numpy(), record["mask"].astype(np.uint8) * 255)
+  np.testing.assert_array_equal(parsed_old["occlusion"].numpy(), record["occlusion"])
+  np.testing.assert_array_equal(parsed_old["image"].numpy(), parsed_new["image"].numpy())
+
+
+def test_decode_masks_picks_frames_from_either_form():
+  record = random_record(np.random.default_rng(7))
+  frames = tf.constant([2, 0])
+  for serialized in (features.encode_example(record), old_format(features.encode_example(record))):
+    raw = features.parse_raw(tf.constant(serialized), ["mask"])  # brings all mask features
+    assert set(features.MASK_FEATURES) <= set(raw)
+    mask, occlusion = features.decode_masks(raw, frames)
+    np.testing.assert_array_equal(mask.numpy(), record["mask"][[2, 0]].astype(np.uint8) * 255)
+    np.testing.assert_array_equal(occlusion.numpy(), record["occlusion"][[2, 0]])
+
+
+@pytest.mark.parametrize("buffer, frames", [
+    (b"not a zlib stream", [1]),
+    (zlib.compress(bytes(32 * 32 * 2))[:-6], [1]),  # truncated
+    (zlib.compress(bytes(32 * 32 * 2 - 1)), [1]),  # inflates, one byte short of [S, S, 2]
+    (zlib.compress(bytes(32 * 32 * 2 - 1)), [0, 1, 2]),  # every frame one byte short
+    (zlib.compress(bytes(32 * 32 * 2 + 2)), [0, 1, 2]),  # every frame two bytes long
+], ids=["garbage", "truncated", "short", "all_short", "all_long"])
+def test_an_undecodable_masks_buffer_raises(buffer, frames):
+  record = random_record(np.random.default_rng(8))
+  example = tf.train.Example.FromString(features.encode_example(record))
+  for t in frames:
+    example.features.feature["masks_zlib"].bytes_list.value[t] = buffer
+  with pytest.raises((tf.errors.InvalidArgumentError, tf.errors.DataLossError)):
+    features.parse_example(tf.constant(example.SerializeToString()))
 
 
 def test_jpeg_round_trip_within_tolerance():
@@ -63,7 +145,7 @@ def test_jpeg_round_trip_within_tolerance():
   assert parsed["image_format"].numpy() == b"jpeg"
   error = np.abs(parsed["image"].numpy().astype(int) - record["image"].astype(int))
   assert error.mean() < 1.5 and error.max() <= 12
-  # Masks stay PNG, hence exact, whatever the image format.
+  # Masks are lossless whatever the image format.
   np.testing.assert_array_equal(parsed["mask"].numpy() > 0, record["mask"])
 
 

@@ -5,6 +5,7 @@ import logging
 import os
 import shutil
 import tempfile
+import zlib
 
 import ml_collections
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 from data_pipelines import features, input_pipeline
+from tests.data_pipelines.test_features import old_format
 
 tf.config.set_visible_devices([], "GPU")
 
@@ -39,14 +41,18 @@ def make_record(rng, identity: int) -> dict:
   }
 
 
-def write_dataset(folder, records: dict, shards: list[list[int]]) -> list[str]:
-  """Writes PNG-image shards (identities per shard) and dataset_info.json; returns paths."""
+def write_dataset(folder, records: dict, shards: list[list[int]], old_shards=()) -> list[str]:
+  """Writes PNG-image shards (identities per shard) and dataset_info.json; returns paths.
+
+  Shards whose index is in `old_shards` hold records in the format before `masks_zlib`.
+  """
   os.makedirs(folder, exist_ok=True)
   names = [f"train-{k:05d}-of-{len(shards):05d}.tfrecord" for k in range(len(shards))]
-  for name, identities in zip(names, shards):
+  for k, (name, identities) in enumerate(zip(names, shards)):
     with tf.io.TFRecordWriter(os.path.join(folder, name)) as writer:
       for i in identities:
-        writer.write(features.encode_example(records[i], image_format="png"))
+        serialized = features.encode_example(records[i], image_format="png")
+        writer.write(old_format(serialized) if k in old_shards else serialized)
   info = {"splits": {"train": {"shards": names, "num_records": sum(map(len, shards)),
                                "num_frames": FRAMES, "image_size": SIZE}}}
   with open(os.path.join(folder, "dataset_info.json"), "w", encoding="utf-8") as handle:
@@ -123,6 +129,31 @@ def test_without_augmentation_the_first_frames_come_out_unchanged(dataset, image
     else:  # 2x smaller: each output pixel is the mean of a 2x2 block (kept as uint8)
       blocks = record["image"][:2].reshape(2, image_size, 2, image_size, 2, 3).mean((2, 4)) / 255
       np.testing.assert_allclose(batch["image"][row], blocks, atol=0.5 / 255 + 1e-6)
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_shards_of_earlier_versions_with_png_masks_still_read(dataset, tmp_path, augment):
+  _, records, _ = dataset
+  folder = str(tmp_path / "mixed")
+  write_dataset(folder, records, [[0, 1, 2], [3, 4, 5]], old_shards=(1,))
+  options = dict(batch_size=1, frames=FRAMES)
+  if augment:  # masks under the identity transform: exact, and through the augment path
+    options.update(augment=True, augmentation={
+        "rotation_degrees": 0.0, "translation": 0.0, "scale": (1.0, 1.0),
+        "color_scale": (1.0, 1.0), "occlusion_probability": 0.0, "interpolation": "nearest"})
+  pipeline = input_pipeline.make_dataset(config(folder, **options), "train",
+                                         process_index=0, process_count=1)
+  seen = []
+  for batch in pipeline:
+    record = records[int(batch["identity"][0])]
+    # Frames are told apart by their landmarks (the augmented frames come in random order).
+    order = [int(np.argmin(np.abs(record["landmarks"] - points).sum((1, 2))))
+             for points in batch["landmarks"][0]]
+    visible = record["mask"][order] & ~record["occlusion"][order]
+    np.testing.assert_array_equal(batch["mask"][0], visible.astype(np.float32))
+    seen.append(int(batch["identity"][0]))
+  assert sorted(seen) == list(range(6))
+  assert pipeline.stats.undecodable_records == 0
 
 
 def test_hosts_read_disjoint_data_that_covers_everything(dataset):
@@ -217,10 +248,18 @@ def test_broken_headers_and_a_truncated_tail_are_skipped_and_counted(dataset, tm
       f"{os.path.basename(paths[0])}#1@{offsets[1]}", f"{os.path.basename(paths[3])}#4@{last}"]
 
 
-def test_an_undecodable_image_is_skipped_and_counted(dataset, tmp_path, caplog):
+def test_undecodable_images_and_masks_are_skipped_and_counted(dataset, tmp_path, caplog):
   _, records, _ = dataset
   broken = tf.train.Example.FromString(features.encode_example(records[12], image_format="png"))
   broken.features.feature["image"].bytes_list.value[0] = b"\x89PNG\r\n\x1a\n not really"
+  bad_masks = tf.train.Example.FromString(features.encode_example(records[15], image_format="png"))
+  bad_masks.features.feature["masks_zlib"].bytes_list.value[1] = b"x\x9c not a zlib stream"
+  short_masks = tf.train.Example.FromString(
+      features.encode_example(records[16], image_format="png"))
+  short_masks.features.feature["masks_zlib"].bytes_list.value[0] = zlib.compress(bytes(SIZE * SIZE))
+  old_bad_png = tf.train.Example.FromString(
+      old_format(features.encode_example(records[17], image_format="png")))
+  old_bad_png.features.feature["occlusion"].bytes_list.value[1] = b"\x89PNG\r\n\x1a\n not really"
   wrong_size = dict(records[13], image=np.zeros((FRAMES, 16, 16, 3), np.uint8),
                     mask=np.zeros((FRAMES, 16, 16), bool), occlusion=np.zeros((FRAMES, 16, 16), bool))
   target = str(tmp_path / "undecodable")
@@ -228,6 +267,8 @@ def test_an_undecodable_image_is_skipped_and_counted(dataset, tmp_path, caplog):
   with tf.io.TFRecordWriter(os.path.join(target, "extra.tfrecord")) as writer:
     writer.write(broken.SerializeToString())
     writer.write(features.encode_example(wrong_size, image_format="png"))
+    for example in (bad_masks, short_masks, old_bad_png):
+      writer.write(example.SerializeToString())
   info_path = os.path.join(target, "dataset_info.json")
   with open(info_path, encoding="utf-8") as handle:
     info = json.load(handle)
@@ -238,9 +279,12 @@ def test_an_undecodable_image_is_skipped_and_counted(dataset, tmp_path, caplog):
                                          process_index=0, process_count=1)
   with caplog.at_level(logging.WARNING):
     assert sorted(identities(pipeline)) == [10, 11, 14]
-  assert pipeline.stats.undecodable_records == 2 and pipeline.stats.corrupt_records == 0
+  assert pipeline.stats.undecodable_records == 5 and pipeline.stats.corrupt_records == 0
+  assert all(p.startswith("extra.tfrecord#") for p in pipeline.stats.problems)
+  ordinals = sorted(int(p.split("#")[1].split("@")[0]) for p in pipeline.stats.problems)
+  assert ordinals == list(range(5))
   assert sum("undecodable" in r.message and "extra.tfrecord#" in r.message
-             for r in caplog.records) == 2
+             for r in caplog.records) == 5
 
 
 def test_configuration_errors_are_clear(dataset, tmp_path):
