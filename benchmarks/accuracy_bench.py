@@ -69,6 +69,10 @@ def fit_config(overrides: list[str], steps: int) -> fit.FitConfig:
     default = getattr(config, name)
     if isinstance(default, tuple):
       parsed = tuple(float(v) for v in value.split(","))
+    elif isinstance(default, bool):
+      if value.lower() not in ("true", "false"):
+        raise SystemExit(f"--fit {item}: expected true or false")
+      parsed = value.lower() == "true"
     else:
       parsed = type(default)(value)
     config = dataclasses.replace(config, **{name: parsed})
@@ -87,6 +91,17 @@ def make_split(workdir: pathlib.Path, split: str, identities: int, frames: int) 
                           seed=SEEDS[split], model_spec=MODEL, workers=1, eval_layout=True,
                           log=_log)
   return gt
+
+
+def ground_truth_landmarks(gt: pathlib.Path, frames: list[dict]) -> dict:
+  """{str(image path): [68, 2] exact projected landmarks} of `frames` (frames.json order)."""
+  out, counts = {}, {}
+  for f in frames:
+    t = counts.get(f["identity"], 0)
+    counts[f["identity"]] = t + 1
+    truth = synthetic_eval.read_ground_truth(gt / "ground_truth" / f"{f['identity']}.npz")
+    out[str(gt / f["image"])] = truth.landmarks_2d[t]
+  return out
 
 
 def _reconstruct(paths, out, **options) -> dict:
@@ -231,6 +246,9 @@ def main():
   parser.add_argument("--checkpoint", help="a `jaxface export` file: its encoder starts the fit")
   parser.add_argument("--no-identity", action="store_true", help="fit without the identity loss")
   parser.add_argument("--no-multi-frame", action="store_true")
+  parser.add_argument("--landmarks", choices=("dlib", "ground_truth"), default="dlib",
+                      help="ground_truth: fit to the exact projected landmarks instead of "
+                      "dlib's (a diagnostic: what the fit makes of perfect landmarks)")
   parser.add_argument("--fit", action="append", default=[], metavar="NAME=VALUE")
   parser.add_argument("--workdir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"),
                                                         "jaxface-accuracy"))
@@ -244,7 +262,9 @@ def main():
   identities = sorted({f["identity"] for f in frames})[:args.limit]
   frames = [f for f in frames if f["identity"] in identities]
   options = {"steps": args.steps, "config": config, "checkpoint": args.checkpoint,
-             "use_identity": not args.no_identity}
+             "use_identity": not args.no_identity,
+             "landmarks": ground_truth_landmarks(gt, frames) if args.landmarks == "ground_truth"
+                          else None}
   run = workdir / f"run-{args.split}-{args.name}"
   runs = {"single": _reconstruct([gt / f["image"] for f in frames], run / "single", **options)}
   runs["single"]["fit_seconds"], runs["single"]["compile_seconds"] = _fit_seconds(run / "single")
@@ -271,7 +291,7 @@ def main():
   results = summarise(reports, runs, len(identities))
   results = {"split": args.split, "seed": SEEDS[args.split], "identities": len(identities),
              "frames": args.frames, "steps": args.steps, "checkpoint": args.checkpoint,
-             "identity_loss": not args.no_identity,
+             "identity_loss": not args.no_identity, "landmarks": args.landmarks,
              "fit_overrides": args.fit, **results}
   print_table(results, reports)
   print(json.dumps(results))

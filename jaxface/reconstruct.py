@@ -199,7 +199,8 @@ class Summary:
 
 def reconstruct(paths, out_dir, *, model_spec="bfm_sim_front", multi_frame=False,
                 steps=200, all_faces=False, use_identity=True,
-                config: fit.FitConfig | None = None, checkpoint=None, log=print) -> Summary:
+                config: fit.FitConfig | None = None, checkpoint=None, landmarks=None,
+                log=print) -> Summary:
   """Reconstructs every image (or, with `multi_frame`, all of them as one person).
 
   Args:
@@ -210,6 +211,9 @@ def reconstruct(paths, out_dir, *, model_spec="bfm_sim_front", multi_frame=False
     use_identity: include the dlib identity loss.
     checkpoint: a `jaxface export` file: its trained encoder's estimate starts the fit
       (`steps=0`: the estimate is the result, no fitting).
+    landmarks: {str(path): [68, 2] iBUG landmarks in photo pixels} for images whose
+      landmarks are known (another detector, or ground truth): their face is not
+      detected but aligned and fitted to these.
     log: where per-image messages go.
   Returns:
     A `Summary`; failures (unreadable image, no face) are logged and counted.
@@ -234,8 +238,11 @@ def reconstruct(paths, out_dir, *, model_spec="bfm_sim_front", multi_frame=False
     log(f"[{index + 1}/{len(paths)}] {path}")
     try:
       photo = preprocess.load_image(path)
-      crops = preprocess.detect_and_align(photo, all_faces=all_faces and not multi_frame,
-                                          source=str(path), weak_min_score=WEAK_MIN_SCORE)
+      if landmarks is not None and str(path) in landmarks:
+        crops = [preprocess.align_crop(photo, landmarks[str(path)], source=str(path))]
+      else:
+        crops = preprocess.detect_and_align(photo, all_faces=all_faces and not multi_frame,
+                                            source=str(path), weak_min_score=WEAK_MIN_SCORE)
     except JaxfaceError as e:
       log(f"jaxface: error: {e}")
       summary.failures += 1

@@ -148,3 +148,22 @@ def test_multi_frame_cli_writes_shared_identity_and_per_frame_files(tmp_path, ca
   assert shapes[0] == shapes[1]  # one identity for both frames
   neutral = [np.loadtxt(out / f"{stem}_lmk68.txt") for stem in ("frame0", "identity")]
   np.testing.assert_allclose(neutral[0], neutral[1], atol=1e-3)
+
+
+def test_given_landmarks_replace_detection(tmp_path, monkeypatch):
+  from jaxface import preprocess, reconstruct  # pylint: disable=import-outside-toplevel
+  photo = tmp_path / "astronaut.png"
+  Image.fromarray(skimage.data.astronaut()).save(photo)
+  image = preprocess.load_image(photo)
+  known = preprocess.landmarks_68(image, preprocess.detect_faces(image)[0]) + 3.0
+
+  def no_detection(*args, **kwargs):
+    raise AssertionError("detection ran for an image with given landmarks")
+
+  monkeypatch.setattr(preprocess, "detect_and_align", no_detection)
+  summary = reconstruct.reconstruct([photo], tmp_path / "out", steps=3, use_identity=False,
+                                    landmarks={str(photo): known}, log=lambda line: None)
+  assert (summary.faces, summary.failures) == (1, 0)
+  params = json.loads((tmp_path / "out" / "astronaut_params.json").read_text())
+  assert params["detection"]["detector"] == "landmarks"
+  np.testing.assert_allclose(params["landmarks_68_photo_px"]["detected"], known, atol=2e-3)
