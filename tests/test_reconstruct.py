@@ -32,9 +32,10 @@ def test_astronaut_is_reconstructed_and_a_faceless_image_fails_alone(tmp_path, c
   assert "1 faces reconstructed, 1 failed" in captured.out
   assert sorted(p.name for p in out.iterdir()) == sorted(f"astronaut{s}" for s in OUTPUTS)
   params = json.loads((out / "astronaut_params.json").read_text())
-  # 2.6% with FitConfig's earlier shape prior (5e-3); the 100x stronger one chosen on the
-  # synthetic tuning split (3D error) leaves ~3.0% of 2D residual on this photo.
-  assert params["landmark_error_over_interocular"] <= 0.035
+  # The residual against dlib's landmarks, not an error against truth: 2.6% with the
+  # landmarks at full weight throughout; the schedule chosen on the synthetic tuning split
+  # (3D error), landmarks at a tenth once the photometric term is on, leaves ~4.4%.
+  assert params["landmark_error_over_interocular"] <= 0.05
   assert params["identity_cosine"] >= 0.80
   # The photo-pixel landmarks (the photo is 512 x 512): off the jaw contour (which the
   # fit lets slide to the silhouette) their error is about the one reported.
