@@ -90,16 +90,24 @@ def _worker_threads(threads: int):
         os.environ[key] = value
 
 
-def _init_pool_worker(model_spec: str, config) -> None:
-  """A generator process: XLA programs come from the persistent cache, then `_init_worker`.
+def use_compilation_cache() -> None:
+  """XLA programs from the persistent cache `$JAXFACE_CACHE/xla` (unless one is set).
 
-  Each spawned process would otherwise compile the renderer anew (seconds); with
-  `$JAXFACE_CACHE/xla` only the first run on a machine compiles.
+  A generator process would otherwise compile the renderer anew on every run (~12 s
+  of a 2-core machine); with the cache only the first run on a machine compiles.
+  The worker processes call it; `write_split` with one worker runs in the caller's
+  process, which calls it itself if it wants the cache (`jaxface synth` does).
   """
   import jax  # pylint: disable=import-outside-toplevel
   from jaxface import assets  # pylint: disable=import-outside-toplevel
-  jax.config.update("jax_compilation_cache_dir", str(assets.cache_dir() / "xla"))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  if not jax.config.jax_compilation_cache_dir:
+    jax.config.update("jax_compilation_cache_dir", str(assets.cache_dir() / "xla"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+def _init_pool_worker(model_spec: str, config) -> None:
+  """A generator process: XLA programs from the persistent cache, then `_init_worker`."""
+  use_compilation_cache()
   _init_worker(model_spec, config)
 
 
@@ -195,7 +203,7 @@ def write_split(out_dir, *, split: str = "train", identities: int, config, seed:
     eta = (total - done) * frames / max(rate, 1e-9)
     log(f"{split}: {done}/{total} identities, {rate:.1f} images/s, ETA {eta:.0f} s")
 
-  if workers <= 1:  # in this process: no start-up cost of a worker
+  if workers <= 1:  # in this process (see `use_compilation_cache`): no worker start-up
     _init_worker(model_spec, config)
     for task in todo:
       report(_write_shard(task))

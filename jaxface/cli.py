@@ -144,6 +144,7 @@ def cmd_synth(args) -> None:
       occlusion_probability=args.occlusion, key_light_probability=args.key_light,
       detail_mm=args.detail_mm)
   start = time.perf_counter()
+  synthetic.use_compilation_cache()  # one worker generates in this process
   entry = synthetic.write_split(
       args.out, split=args.split, identities=args.identities, config=config, seed=args.seed,
       model_spec=args.model, shards=args.shards,
