@@ -86,3 +86,18 @@ def test_multi_frame_shares_identity_and_beats_single_frames(scene):
 def jax_tree_frame(targets, t):
   return fit.FitTargets(images=targets.images[t:t + 1], landmarks=targets.landmarks[t:t + 1],
                         masks=targets.masks[t:t + 1], identity=targets.identity[t:t + 1])
+
+
+def test_landmark_weight_drops_once_the_photometric_term_is_on(scene):
+  model, topology = scene
+  truth = _truth(np.random.default_rng(2), 1)
+  targets = _targets(model, topology, truth)
+  start = fit.init_params(model, np.asarray(targets.landmarks), np.asarray(targets.images),
+                          np.asarray(targets.masks))
+  config = fit.FitConfig(late_landmark_scale=0.1, identity=0.0)
+  terms = [fit.fitting.fit_loss(start, targets, jnp.array(stage), model, topology, None,
+                                config=config)[1]
+           for stage in ([0.0, 0.0], [1.0, 0.0])]
+  assert float(terms[0]["landmark"]) > 0
+  np.testing.assert_allclose(terms[1]["landmark"], 0.1 * terms[0]["landmark"], rtol=1e-5)
+  np.testing.assert_allclose(terms[1]["eye_closure"], terms[0]["eye_closure"], rtol=1e-5)
