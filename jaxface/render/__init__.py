@@ -3,7 +3,7 @@
 Knows nothing of faces: meshes are vertices + triangles. No Flax parameters.
 """
 
-from jaxface.render.antialias import Topology, antialias, make_topology
+from jaxface.render.antialias import Topology, antialias, antialias_silhouettes, make_topology
 from jaxface.render.camera import (Camera, euler_to_matrix, orthographic_camera,
                                    perspective_camera, project, rigid_transform,
                                    rotation_6d_to_matrix)

@@ -121,3 +121,61 @@ def antialias(image: jax.Array, fragments: Fragments, xy: jax.Array,
     return out
 
   return jax.vmap(one)(image, fragments.triangle_id, fragments.depth, xy)
+
+
+def _silhouette_triangles(front: jax.Array, topology: Topology) -> jax.Array:
+  """[F] bool: triangles with a silhouette edge (a border, or a back-facing neighbour)."""
+  across = topology.neighbours
+  return jnp.any((across < 0) | ~front[jnp.maximum(across, 0)], axis=1)
+
+
+def antialias_silhouettes(image: jax.Array, fragments: Fragments, xy: jax.Array,
+                          topology: Topology, max_pairs: int) -> tuple[jax.Array, jax.Array]:
+  """`antialias` restricted to the pixel pairs that can blend: a sparse, cheaper form.
+
+  Only pairs whose nearer pixel shows a triangle with a silhouette edge can change
+  (`antialias` blends across silhouette edges alone), and on a dense mesh those are a
+  thin curve of pixels: at most `max_pairs` of them per direction and image are
+  gathered, blended and scattered back, instead of every pixel pair of the image. The
+  result equals `antialias` wherever no pairs were left out; pairs beyond `max_pairs`
+  (in raster order) stay hard and are counted.
+
+  Args:
+    image: [B, H, W, C] hard-rasterized colours (with background).
+    fragments: the `Fragments` the image was shaded from.
+    xy: [B, V, 2] projected vertices (differentiable).
+    topology: `make_topology(triangles)`.
+    max_pairs: static number of candidate pairs per direction and image.
+  Returns:
+    (image [B, H, W, C]; overflow [B] int32, candidate pairs left hard).
+  """
+
+  def one(img, ids, depth, xy_i):
+    height, width, channels = img.shape
+    z = jnp.where(ids >= 0, jax.lax.stop_gradient(depth), jnp.inf)
+    tri_xy = xy_i[topology.triangles]
+    front = jax.lax.stop_gradient(edge_function(tri_xy[:, 0], tri_xy[:, 1], tri_xy[:, 2]) < 0)
+    silhouette = _silhouette_triangles(front, topology)
+    flat = lambda a: a.reshape((-1,) + a.shape[2:])
+    out, overflow = img.reshape(height * width, channels), jnp.zeros((), jnp.int32)
+    # Horizontal pairs (p = (i, j), q = (i, j + 1)), then vertical (q = (i + 1, j)).
+    for pair_shape, step in (((height, width - 1), 1), ((height - 1, width), width)):
+      p = (jnp.arange(pair_shape[0])[:, None] * width + jnp.arange(pair_shape[1])[None]).ravel()
+      ids_p, ids_q = ids.ravel()[p], ids.ravel()[p + step]
+      z_p, z_q = z.ravel()[p], z.ravel()[p + step]
+      near = jnp.where(z_p <= z_q, ids_p, ids_q)
+      candidate = (ids_p != ids_q) & (near >= 0) & silhouette[jnp.maximum(near, 0)]
+      count = jnp.sum(candidate)
+      index = jnp.nonzero(candidate, size=max_pairs, fill_value=0)[0]
+      keep = (jnp.arange(max_pairs) < count)[:, None]
+      p_pix = p[index]
+      q_pix = p_pix + step
+      centre = lambda pix: jnp.stack([pix % width, pix // width], -1).astype(xy_i.dtype) + 0.5
+      colours = flat(img)
+      dp, dq = _pair_deltas(ids_p[index], ids_q[index], z_p[index], z_q[index], centre(p_pix),
+                            centre(q_pix), colours[p_pix], colours[q_pix], xy_i, topology, front)
+      out = out.at[p_pix].add(jnp.where(keep, dp, 0.0)).at[q_pix].add(jnp.where(keep, dq, 0.0))
+      overflow += jnp.maximum(count - max_pairs, 0).astype(jnp.int32)
+    return out.reshape(height, width, channels), overflow
+
+  return jax.vmap(one)(image, fragments.triangle_id, fragments.depth, xy)

@@ -36,6 +36,9 @@ CAPACITY_SAMPLES = 32
 CAPACITY_MARGIN = 1.5
 CAPACITY_WINDOWS = (1, 2, 4, 8, 16, 32)
 CAPACITY_MINIMUM = (256, 256, 256, 64, 32, 16)  # per window: rare classes still fit
+# Silhouette pixel pairs antialiased per direction, per image side (pixels): the
+# synthetic frames have at most ~4 per side pixel (1789 at 224 px in 164 frames).
+SILHOUETTE_PAIRS_PER_SIDE = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,9 +178,11 @@ def _unit_key_direction(key_light: jax.Array) -> jax.Array:
                    jnp.array([[0.0, 0.0, 1.0]]))
 
 
-@functools.partial(jax.jit, static_argnames=("image_size", "capacity", "shadow_capacity"))
+@functools.partial(jax.jit, static_argnames=("image_size", "capacity", "shadow_capacity",
+                                             "silhouette_pairs"))
 def render_frames(vertices, topology, albedo, rotation, translation, focal, light, key_light,
-                  background, *, image_size, capacity=None, shadow_capacity=None):
+                  background, *, image_size, capacity=None, shadow_capacity=None,
+                  silhouette_pairs=None):
   """Renders F frames of one face, one after the other (one compiled program).
 
   Frames are rendered in a loop rather than batched: on CPU a frame at a time is
@@ -192,10 +197,14 @@ def render_frames(vertices, topology, albedo, rotation, translation, focal, ligh
     image_size: S.
     capacity, shadow_capacity: rasterizer windows of the frames and the shadow maps
       (static; default `render.default_capacity`).
+    silhouette_pairs: antialias only this many silhouette pixel pairs per direction
+      (`render.antialias_silhouettes`, static), or None for every pair
+      (`render.antialias`); the same image when nothing overflows.
   Returns:
     image [F, S, S, 3] (not clipped), mask [F, S, S] (hard coverage: 1 on the face),
     xy [F, V, 2] projected vertices (pixels), depth [F, V] mm, overflow [F] triangles
-    the windows could not draw (frame and shadow map; 0 = exact).
+    the windows could not draw (frame and shadow map) plus silhouette pairs left
+    hard (0 = exact).
   """
   triangles = topology.triangles
 
@@ -228,8 +237,13 @@ def render_frames(vertices, topology, albedo, rotation, translation, focal, ligh
     colour = colour + keyed * lit[..., None]
     mask = fragments.mask
     image = colour * mask[..., None] + background * (1 - mask[..., None])
-    image = render.antialias(image, fragments, xy, topology)
-    return image[0], mask[0], xy[0], depth[0], (fragments.overflow + shadow_overflow)[0]
+    overflow = fragments.overflow + shadow_overflow
+    if silhouette_pairs is None:
+      image = render.antialias(image, fragments, xy, topology)
+    else:
+      image, hard = render.antialias_silhouettes(image, fragments, xy, topology, silhouette_pairs)
+      overflow = overflow + hard
+    return image[0], mask[0], xy[0], depth[0], overflow[0]
 
   return jax.lax.map(one, (vertices, rotation, translation, focal, light, key_light, background))
 
@@ -370,7 +384,8 @@ def generate_identity(generator: Generator, seed: int, identity: int) -> dict:
                                            key_light, backgrounds)]
   image, mask, xy, depth, overflow = render_frames(
       vertices, generator.topology, *scene_arrays, image_size=size,
-      capacity=generator.capacity, shadow_capacity=generator.shadow_capacity)
+      capacity=generator.capacity, shadow_capacity=generator.shadow_capacity,
+      silhouette_pairs=SILHOUETTE_PAIRS_PER_SIDE * size)
   if np.any(np.asarray(overflow)):  # rare: the sampled windows were too small
     image, mask, xy, depth, _ = render_frames(vertices, generator.topology, *scene_arrays,
                                               image_size=size)
