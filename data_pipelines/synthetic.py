@@ -146,8 +146,7 @@ def _write_shard(task) -> int:
   path, identities, seed, eval_folder = task
   with files.atomic_path(path) as tmp:
     with tf.io.TFRecordWriter(str(tmp)) as writer:
-      for identity in identities:
-        record = synth.generate_identity(_WORKER["generator"], seed, identity)
+      for record in synth.generate_identities(_WORKER["generator"], seed, identities):
         writer.write(features.encode_example(record))
         if eval_folder is not None:
           _write_eval_files(pathlib.Path(eval_folder), record)

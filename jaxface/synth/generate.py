@@ -350,6 +350,10 @@ def _landmarks_2d(model, vertices, rotation, translation, focal, *, image_size):
 def generate_identity(generator: Generator, seed: int, identity: int) -> dict:
   """One identity's record: F frames with ground truth (numpy).
 
+  `finish_identity(start_identity(...))`; generating many, start the next identity
+  before finishing this one (`generate_identities`) so that rendering overlaps the
+  host-side work.
+
   Args:
     generator: `make_generator(model, config)`.
     seed: dataset seed. identity: global identity index (the record depends only on
@@ -360,6 +364,34 @@ def generate_identity(generator: Generator, seed: int, identity: int) -> dict:
     position_map [F, 256, 256, 3] float32; shape [Ks]; expression [F, Ke]; albedo [Ka];
     rotation [F, 3] rad; translation [F, 3] mm; focal [F] px; light [F, 9, 3];
     key_light [F, 7]; detail [V, 3] float16 mm; tags list of F strings; identity int.
+  """
+  return finish_identity(generator, start_identity(generator, seed, identity))
+
+
+def generate_identities(generator: Generator, seed: int, identities):
+  """Yields `generate_identity` records of `identities` in order, one rendered ahead.
+
+  JAX dispatches the renderer asynchronously: while identity i+1 renders, identity i
+  is finished here and handed to the caller (encoding, writing), so the two overlap
+  on a multi-core CPU. The records equal `generate_identity`'s.
+  """
+  pending = None
+  for identity in identities:
+    started = start_identity(generator, seed, identity)
+    if pending is not None:
+      yield finish_identity(generator, pending)
+    pending = started
+  if pending is not None:
+    yield finish_identity(generator, pending)
+
+
+def start_identity(generator: Generator, seed: int, identity: int) -> dict:
+  """Samples an identity's scene (numpy) and dispatches its rendering (asynchronous).
+
+  Returns:
+    What `finish_identity` needs: the sampled coefficients, frames and per-frame
+    camera/light arrays (numpy, as stored), the renderer's inputs, and its and the
+    landmarks' (possibly still computing) outputs.
   """
   model, config = generator.model, generator.config
   rng = scene.identity_rng(seed, identity)
@@ -375,44 +407,57 @@ def generate_identity(generator: Generator, seed: int, identity: int) -> dict:
   frames = scene.sample_frames(rng, config, model.num_expression, appearance.sample_occluder,
                                appearance.sample_background)
   stack = lambda name: np.stack([getattr(f, name) for f in frames])
-  expression, rotation, translation = stack("expression"), stack("rotation"), stack("translation")
-  focal = np.array([f.focal for f in frames], np.float32)
-  light, key_light = stack("light"), stack("key_light")
+  cameras = {"expression": stack("expression"), "rotation": stack("rotation"),
+             "translation": stack("translation"),
+             "focal": np.array([f.focal for f in frames], np.float32),
+             "light": stack("light"), "key_light": stack("key_light")}
   backgrounds = np.stack([appearance.background(f.background, size) for f in frames])
-  vertices = _posed_mesh(model, shape, expression, detail.astype(np.float32))
-  scene_arrays = [jnp.asarray(a) for a in (vertex_albedo, rotation, translation, focal, light,
-                                           key_light, backgrounds)]
-  image, mask, xy, depth, overflow = render_frames(
-      vertices, generator.topology, *scene_arrays, image_size=size,
-      capacity=generator.capacity, shadow_capacity=generator.shadow_capacity,
-      silhouette_pairs=SILHOUETTE_PAIRS_PER_SIDE * size)
+  vertices = _posed_mesh(model, shape, cameras["expression"], detail.astype(np.float32))
+  scene_arrays = [jnp.asarray(a) for a in (
+      vertex_albedo, cameras["rotation"], cameras["translation"], cameras["focal"],
+      cameras["light"], cameras["key_light"], backgrounds)]
+  rendered = render_frames(vertices, generator.topology, *scene_arrays, image_size=size,
+                           capacity=generator.capacity, shadow_capacity=generator.shadow_capacity,
+                           silhouette_pairs=SILHOUETTE_PAIRS_PER_SIDE * size)
+  landmarks = _landmarks_2d(model, vertices, cameras["rotation"], cameras["translation"],
+                            cameras["focal"], image_size=size)
+  return {"identity": int(identity), "shape": shape, "albedo": albedo_coefficients,
+          "detail": detail, "skin": vertex_albedo.mean(axis=0), "frames": frames,
+          "cameras": cameras, "vertices": vertices, "scene_arrays": scene_arrays,
+          "rendered": rendered, "landmarks": landmarks}
+
+
+def finish_identity(generator: Generator, started: dict) -> dict:
+  """Waits for `start_identity`'s rendering and assembles the record (numpy)."""
+  size, frames = generator.config.image_size, started["frames"]
+  image, mask, xy, depth, overflow = started["rendered"]
   if np.any(np.asarray(overflow)):  # rare: the sampled windows were too small
-    image, mask, xy, depth, _ = render_frames(vertices, generator.topology, *scene_arrays,
-                                              image_size=size)
-  landmarks = np.asarray(_landmarks_2d(model, vertices, rotation, translation, focal,
-                                       image_size=size), np.float32)
+    image, mask, xy, depth, _ = render_frames(started["vertices"], generator.topology,
+                                              *started["scene_arrays"], image_size=size)
+  landmarks = np.asarray(started["landmarks"], np.float32)
+  cameras = started["cameras"]
+  translation, focal = cameras["translation"], cameras["focal"]
   position_map = position_maps(generator.uv_operator, np.asarray(xy), np.asarray(depth),
                                translation, focal)
   image = np.array(image)
   occlusion = np.zeros((len(frames), size, size), np.uint8)
-  skin = vertex_albedo.mean(axis=0)
   for t, frame in enumerate(frames):
     if frame.occluder is not None:
-      colour, coverage = appearance.draw_occluder(frame.occluder, landmarks[t], size, skin)
+      colour, coverage = appearance.draw_occluder(frame.occluder, landmarks[t], size,
+                                                  started["skin"])
       image[t] = image[t] * (1 - coverage[..., None]) + colour * coverage[..., None]
       occlusion[t] = np.where(coverage > 0.5, 255, 0)
   return {
-      "identity": int(identity),
+      "identity": started["identity"],
       "image": np.round(np.clip(image, 0, 1) * 255).astype(np.uint8),
       "mask": (np.asarray(mask) > 0.5).astype(np.uint8) * 255,
       "occlusion": occlusion,
       "landmarks": landmarks,
       "position_map": position_map,
-      "shape": shape, "expression": expression.astype(np.float32),
-      "albedo": albedo_coefficients, "rotation": rotation.astype(np.float32),
-      "translation": translation.astype(np.float32), "focal": focal,
-      "light": light.astype(np.float32), "key_light": key_light.astype(np.float32),
-      "detail": detail,
+      "shape": started["shape"], "albedo": started["albedo"],
+      **{name: cameras[name].astype(np.float32) for name in (
+          "expression", "rotation", "translation", "focal", "light", "key_light")},
+      "detail": started["detail"],
       "tags": [",".join(f.tags) for f in frames],
   }
 

@@ -21,7 +21,7 @@ def generator(front_model):
 
 @pytest.fixture(scope="module")
 def records(generator):
-  return [synth.generate_identity(generator, 7, i) for i in range(3)]
+  return list(synth.generate_identities(generator, 7, range(3)))  # pipelined, as jaxface synth
 
 
 _render = jax.jit(render.render, static_argnames=("edge_antialias", "on_overflow"))
@@ -54,12 +54,24 @@ def test_shapes_and_types(records, front_model):
 
 
 def test_deterministic_per_identity(generator, records):
-  again = synth.generate_identity(generator, 7, 1)
-  for key in ("image", "mask", "landmarks", "shape", "expression", "detail"):
+  again = synth.generate_identity(generator, 7, 1)  # alone: the same as in the pipeline
+  for key in ("image", "mask", "occlusion", "landmarks", "position_map", "shape", "expression",
+              "albedo", "rotation", "translation", "focal", "light", "key_light", "detail"):
     np.testing.assert_array_equal(again[key], records[1][key])
+  assert again["tags"] == records[1]["tags"]
   assert not np.array_equal(records[0]["shape"], records[1]["shape"])
   other_seed = synth.generate_identity(generator, 8, 1)
   assert not np.array_equal(other_seed["shape"], records[1]["shape"])
+
+
+def test_sparse_antialiasing_gives_the_dense_image(generator):
+  started = synth.start_identity(generator, 7, 2)
+  sparse, _, _, _, overflow = started["rendered"]
+  dense = synth.render_frames(started["vertices"], generator.topology, *started["scene_arrays"],
+                              image_size=SIZE, capacity=generator.capacity,
+                              shadow_capacity=generator.shadow_capacity)[0]
+  assert np.all(np.asarray(overflow) == 0)
+  np.testing.assert_allclose(np.asarray(sparse), np.asarray(dense), atol=1e-5)
 
 
 def test_ground_truth_rerenders(front_model, records):
