@@ -21,9 +21,11 @@ resampling, colour scale and conversion to float run as XLA-compiled stages
 weights them by tents that are 0 outside the input); they compute the same bilinear
 sampling as `tf.raw_ops.ImageProjectiveTransformV3` (`warp_images`, the reference the
 tests compare against) at about a fifth of the cost of that op plus the separate
-conversion passes on a CPU (benchmarks/input_bench.py). Occluders are drawn as a
-per-pixel weight map from separable row and column terms and pasted by two more small
-XLA functions. Position maps are not resampled (they live in UV space): their x, y
+conversion passes on a CPU (benchmarks/input_bench.py). Occluders are drawn on the
+input frames as a per-pixel weight map from separable row and column terms (one small
+XLA function) and painted into the words as they are packed: the warp then moves them
+with the face, and the mask loses what they cover, with no pass over the output
+images. Position maps are not resampled (they live in UV space): their x, y
 values move as points and their z (depth in pixel units) is multiplied by the
 transform's scale.
 
@@ -58,13 +60,14 @@ def sample_parameters(seed: tf.Tensor, num: int, *, output_size: int, rotation_d
   Args:
     seed: [2] int stateless seed.
     num: number of frames N.
-    output_size: H, side of the output images, pixels (occluder geometry).
+    output_size: side of the images the occluders are drawn on, pixels (the input
+      frames in `augment_frames`).
     rotation_degrees, translation, scale, color_scale, occlusion_probability: the
       ranges of `DEFAULT_RANGES`.
   Returns:
     angle [N] radians; scale [N]; shift [N, 2] fraction of the output size; color
     [N, 3] channel factors; occlude [N] bool; and the occluders' shape and texture
-    (`occluder_weight`): centre [N, 2] and half_axes [N, 2] output pixels, theta [N]
+    (`occluder_weight`): centre [N, 2] and half_axes [N, 2] pixels, theta [N]
     radians, ellipse [N] bool, frequency [N, 2] half-cycles across a half-axis,
     phase [N, 2] radians, colors [N, 2, 3] in [0, 1].
   """
@@ -181,14 +184,28 @@ def warp_images(images: tf.Tensor, matrix: tf.Tensor, output_size: int, *,
 
 
 @tf.function(jit_compile=True)
-def pack_words(image, mask, occlusion=None):
-  """uint8 image [N,S,S,3], mask [N,S,S] (0/255), occlusion [N,S,S] or None -> RGBV words.
+def pack_words(image, mask, occlusion=None, occluder=None, colors=None):
+  """uint8 frames (+ synthetic occluders) -> RGBV words.
 
+  Args:
+    image: uint8 [N,S,S,3]. mask: uint8 [N,S,S] (0/255). occlusion: uint8 [N,S,S]
+      (255 = the record's occluder) or None.
+    occluder: float32 [N,S,S] `occluder_weight` on these frames, or None; colors
+      [N,2,3] its colours in [0, 1]. Covered pixels take the occluder's colour and
+      leave the visible face.
   Returns:
     int32 [N, S, S]: per pixel the bytes R, G, B and the visible face (the mask where
-    occlusion < 128) as one 32-bit word.
+    neither occluder covers it) as one 32-bit word.
   """
-  visible = mask if occlusion is None else tf.where(occlusion >= 128, tf.zeros_like(mask), mask)
+  hidden = None if occlusion is None else occlusion >= 128
+  if occluder is not None:
+    covered = occluder >= 0
+    first, second = colors[:, 0, None, None, :], colors[:, 1, None, None, :]
+    paint = first + (second - first) * occluder[..., None]
+    paint = tf.cast(tf.clip_by_value(tf.round(paint * 255.0), 0.0, 255.0), tf.uint8)
+    image = tf.where(covered[..., None], paint, image)
+    hidden = covered if hidden is None else hidden | covered
+  visible = mask if hidden is None else tf.where(hidden, tf.zeros_like(mask), mask)
   # XLA: ~10x cheaper than TF's concat; fused with the bitcast, one pass.
   return tf.bitcast(tf.concat([image, visible[..., None]], -1), tf.int32)
 
@@ -249,16 +266,6 @@ def occluder_weight(params: dict, size: int) -> tf.Tensor:
     its colour colors[1] * w + colors[0] * (1 - w); -1 elsewhere.
   """
   return _occluder_weight(params, *_occluder_axes(params, size))
-
-
-@tf.function(jit_compile=True)
-def _paste_occluders(image, mask, weight, colors):
-  """Pastes `occluder_weight` [N,H,H] (colours [N,2,3]) over images [N,H,H,3] and removes
-  it from masks [N,H,H]. A separate XLA function: fused into `_blend` it costs twice as much.
-  """
-  first, second = colors[:, 0, None, None, :], colors[:, 1, None, None, :]
-  w = weight[..., None]
-  return tf.where(w >= 0, first + (second - first) * w, image), mask * tf.cast(weight < 0, tf.float32)
 
 
 def _source_taps(transforms, input_size: int, output_size: int, interpolation: str):
@@ -338,15 +345,14 @@ def _blend(taps, transforms, input_size, color):
   return image, tf.cast(rgbv[..., 3] >= 127.5, tf.float32)
 
 
-def _render(words, transforms, color, output_size, interpolation, occluders=None):
-  """Warp of RGBV words, colour scale, conversion to float, occluders: XLA stages.
+def _render(words, transforms, color, output_size, interpolation):
+  """Warp of RGBV words, colour scale, conversion to float: two XLA stages.
 
   Each output pixel gathers its input pixels as packed 32-bit words (4 for bilinear,
   1 for nearest), then a second stage unpacks the bytes and blends them with weights
   that are 0 for taps outside the input (constant 0 fill, as ImageProjectiveTransformV3).
   The stages are separate XLA functions on purpose: fused into one loop with the gather,
-  the unpacking and blending do not vectorise and the whole costs twice as much; fused
-  with the blending, the occluders' per-pixel terms are recomputed per channel.
+  the unpacking and blending do not vectorise and the whole costs twice as much.
 
   Args:
     words: int32 [N, S, S] (`pack_words`).
@@ -354,17 +360,13 @@ def _render(words, transforms, color, output_size, interpolation, occluders=None
     color: [N, 3] channel factors.
     output_size: H.
     interpolation: "bilinear" or "nearest".
-    occluders: `sample_parameters` output to paste its occluders, or None.
   Returns:
     (image float32 [N, H, H, 3] in [0, 1], mask float32 [N, H, H] 0/1).
   """
   if interpolation not in ("bilinear", "nearest"):
     raise ValueError(f"interpolation must be 'bilinear' or 'nearest', got {interpolation!r}")
   taps = _gather_taps(words, transforms, output_size, interpolation)
-  image, mask = _blend(taps, transforms, words.shape[1], color)
-  if occluders is None:
-    return image, mask
-  return _paste_occluders(image, mask, occluder_weight(occluders, output_size), occluders["colors"])
+  return _blend(taps, transforms, words.shape[1], color)
 
 
 def _shrink_first(words: tf.Tensor, matrix: tf.Tensor, output_size: int):
@@ -409,15 +411,16 @@ def augment_frames(frames: dict, seed: tf.Tensor, *, output_size: int, ranges: d
   num, input_size = frames["image"].shape[0], frames["image"].shape[1]
   if num is None or input_size is None:
     raise ValueError("augment_frames needs static frame count and size")
-  params = sample_parameters(seed, num, output_size=output_size, **ranges)
+  # Occluders are drawn on the input frames (one pass with the packing), so they move
+  # with the face: a similarity-warped textured ellipse is still one.
+  params = sample_parameters(seed, num, output_size=input_size, **ranges)
   matrix = similarity_matrix(params["angle"], params["scale"], params["shift"],
                              input_size=input_size, output_size=output_size)
-  words = pack_words(frames["image"], frames["mask"], frames.get("occlusion"))
+  words = pack_words(frames["image"], frames["mask"], frames.get("occlusion"),
+                     occluder_weight(params, input_size), params["colors"])
   words, sampling = _shrink_first(words, matrix, output_size)
-  occluders = {k: params[k] for k in ("occlude", "centre", "half_axes", "theta", "ellipse",
-                                      "frequency", "phase", "colors")}
   image, mask = _render(words, sampling_transforms(sampling), params["color"], output_size,
-                        interpolation, occluders)
+                        interpolation)
   return _frames_out(frames, matrix, image, mask)
 
 

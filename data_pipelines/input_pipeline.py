@@ -72,10 +72,11 @@ warning line per skipped record, `stats.summary()` for one line in all):
     run natively from its offset (`TFRecordDatasetV2`), so no record bytes pass through
     Python and corrupt ones never reach the parser. Counted in `stats.corrupt_records`.
   * Content. Records whose Example cannot be parsed, whose images or masks cannot be
-    decoded or whose sizes disagree with `dataset_info.json` are caught one by one:
-    each record is decoded in its own one-element dataset with `ignore_errors`,
-    followed by a flagged placeholder that is only built (and reported, through a
-    py_function) when the decode failed, and filtered out. Counted in
+    decoded or whose sizes disagree with `dataset_info.json` are dropped one by one:
+    groups of `_DECODE_GROUP` records are decoded in their own small dataset with
+    `ignore_errors`, each decoded record tagged with its place in the group; when
+    fewer come out than went in, a py_function reports the missing ones (the set-up
+    of the small dataset is paid once per group, not per record). Counted in
     `stats.undecodable_records`.
   Counts are of distinct records of this host's share, exact once the files have been
   read (a file is scanned when an epoch reaches it, ahead of the batches it feeds).
@@ -112,6 +113,7 @@ os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 logger = logging.getLogger(__name__)
 
 _CYCLE_FILES = 16  # runs (files) read round-robin
+_DECODE_GROUP = 8  # records decoded per small dataset (see "Content" above)
 _READ_BUFFER = 1 << 20
 _MASK_DELTA = 0xA282EAD8
 
@@ -443,8 +445,7 @@ def _frames_spec(cfg: dict, sizes: RecordSizes) -> dict:
   t, s = cfg["frames"], sizes.image_size
   spec = {"image": ([t, s, s, 3], tf.uint8), "mask": ([t, s, s], tf.uint8),
           "occlusion": ([t, s, s], tf.uint8),
-          "landmarks": ([t, 68, 2], tf.float32), "identity": ([], tf.int32),
-          "valid": ([], tf.bool)}
+          "landmarks": ([t, 68, 2], tf.float32), "identity": ([], tf.int32)}
   if cfg["position_map"]:
     spec["position_map"] = ([t, 256, 256, 3], tf.float32)
   if cfg["ground_truth"]:
@@ -492,7 +493,7 @@ def _make_decoder(cfg: dict, sizes: RecordSizes, frame_seed: int):
     out = {"image": frames_of("image", features.decode_image),
            "mask": mask, "occlusion": occlusion,
            "landmarks": tf.gather(p["landmarks"], chosen),
-           "identity": tf.cast(p["identity"], tf.int32), "valid": tf.constant(True)}
+           "identity": tf.cast(p["identity"], tf.int32)}
     if cfg["position_map"]:
       out["position_map"] = frames_of("position_map", features.decode_position_map)
     if cfg["ground_truth"]:
@@ -504,10 +505,10 @@ def _make_decoder(cfg: dict, sizes: RecordSizes, frame_seed: int):
     with tf.control_dependencies(checks):
       return {k: tf.ensure_shape(tf.identity(v), spec[k][0]) for k, v in out.items()}
 
-  def placeholder():
-    return {k: tf.zeros(shape, dtype) for k, (shape, dtype) in spec.items()}
+  def no_records():  # a group of none: what a group whose every record failed yields
+    return {k: tf.zeros([0] + shape, dtype) for k, (shape, dtype) in spec.items()}
 
-  return decode, placeholder
+  return decode, no_records
 
 
 def _seed_int(*parts: int) -> int:
@@ -634,26 +635,36 @@ def make_dataset(config: ml_collections.ConfigDict, split: str, *, process_index
   if shuffle:
     ds = ds.shuffle(cfg["shuffle_buffer"], seed=_seed_int(seed, process_index, 1),
                     reshuffle_each_iteration=True)
-  decode, placeholder = _make_decoder(cfg, sizes, _seed_int(seed, process_index, 2))
+  decode, no_records = _make_decoder(cfg, sizes, _seed_int(seed, process_index, 2))
 
-  def report(k, ordinal):
-    k, ordinal = int(k.numpy()), int(ordinal.numpy())
-    stats.add_undecodable((k, ordinal), reader.where(k, ordinal))
-    return False
+  def report(files, ordinals, decoded):
+    seen = set(decoded.numpy().tolist())
+    for j, (k, ordinal) in enumerate(zip(files.numpy().tolist(), ordinals.numpy().tolist())):
+      if j not in seen:
+        stats.add_undecodable((k, ordinal), reader.where(k, ordinal))
+    return True
 
-  def robust(index, serialized, k, ordinal):
-    # One-element dataset per record: a decode error drops just this element
-    # (ignore_errors), and the flagged placeholder behind it, built only then, reports it.
-    decoded = tf.data.Dataset.from_tensors((index, serialized)).map(decode).ignore_errors()
-    flagged = tf.data.Dataset.from_tensors((k, ordinal)).map(lambda a, b: {
-        **placeholder(), "valid": tf.py_function(report, [a, b], tf.bool)})
-    return decoded.concatenate(flagged).take(1)
+  def decode_group(indices, serialized, files, ordinals):
+    # The group's records in their own dataset: a decode error drops just that record
+    # (ignore_errors); the places that come out show which were dropped.
+    size = tf.size(indices)
+    decoded = tf.data.Dataset.from_tensor_slices((tf.range(size), indices, serialized)).map(
+        lambda j, i, s: (j, decode(i, s))).ignore_errors().batch(_DECODE_GROUP)
+    empty = tf.data.Dataset.from_tensors((tf.zeros([0], tf.int32), no_records()))
 
-  ds = ds.enumerate().interleave(
-      lambda i, item: robust(i, *item), cycle_length=max(8, os.cpu_count() or 1), block_length=1,
-      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  ds = ds.filter(lambda element: element["valid"])
-  ds = ds.map(lambda element: {k: v for k, v in element.items() if k != "valid"})
+    def check(places, records):
+      done = tf.cond(tf.size(places) < size,
+                     lambda: tf.py_function(report, [files, ordinals, places], tf.bool),
+                     lambda: tf.constant(True))
+      with tf.control_dependencies([done]):
+        records = {k: tf.identity(v) for k, v in records.items()}
+      return tf.data.Dataset.from_tensor_slices(records)
+
+    return decoded.concatenate(empty).take(1).flat_map(check)
+
+  ds = ds.enumerate().batch(_DECODE_GROUP).interleave(
+      lambda i, item: decode_group(i, *item), cycle_length=max(2, os.cpu_count() or 1),
+      block_length=_DECODE_GROUP, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.batch(batch_size, drop_remainder=True)
   ds = ds.enumerate().map(_finish_batch(cfg, _seed_int(seed, process_index, 3), batch_size),
                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
