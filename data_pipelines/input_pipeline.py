@@ -82,7 +82,7 @@ warning line per skipped record, `stats.summary()` for one line in all):
   read (a file is scanned when an epoch reaches it, ahead of the batches it feeds).
 
 Stages: scan/plan (Python, once per file) -> interleaved native reads of up to 16 files
--> shuffle (serialized records) -> parallel per-record decode (parse, choose T frames,
+-> shuffle (serialized records) -> parallel decode in groups of 8 (parse, choose T frames,
 decode JPEG/PNG images, inflate the zlib masks) -> batch -> parallel per-batch
 augmentation or resize of all B*T frames at once (XLA, `augment.py`) -> prefetch.
 Importing this module turns on TensorFlow's BFC allocator for CPU tensors (see below)
