@@ -62,6 +62,9 @@ class FitConfig:
   light_prior: float = 1e-3
   # Factor on the landmark weight once the photometric term is on (`stages[0]`).
   late_landmark_scale: float = 0.1
+  # Pixels whose colour error (Euclidean, linear RGB in [0, 1]) exceeds this leave the
+  # photometric mask: occluders, cast shadows, highlights. 0 keeps every pixel.
+  photometric_trim: float = 0.0
 
 
 @flax.struct.dataclass
@@ -203,6 +206,9 @@ def fit_loss(params, targets: FitTargets, stage: jax.Array, model, topology, ide
                         albedo=jnp.broadcast_to(albedo, (frames,) + albedo.shape),
                         light=params["light"], edge_antialias=False)
     mask = targets.masks * out.mask
+    if config.photometric_trim:
+      error = jnp.linalg.norm(jax.lax.stop_gradient(out.image) - targets.images, axis=-1)
+      mask = mask * (error < config.photometric_trim)
     terms["photometric"] = stage[0] * config.photometric * photometric.masked_photometric_loss(
         out.image, targets.images, mask).mean()
     if use_identity:

@@ -101,3 +101,23 @@ def test_landmark_weight_drops_once_the_photometric_term_is_on(scene):
   assert float(terms[0]["landmark"]) > 0
   np.testing.assert_allclose(terms[1]["landmark"], 0.1 * terms[0]["landmark"], rtol=1e-5)
   np.testing.assert_allclose(terms[1]["eye_closure"], terms[0]["eye_closure"], rtol=1e-5)
+
+
+def test_photometric_trim_drops_pixels_the_model_cannot_explain(scene):
+  model, topology = scene
+  truth = _truth(np.random.default_rng(3), 1)
+  targets = _targets(model, topology, truth)
+  # A green "occluder" over the middle of the face: colour error ~0.9 there.
+  occluded = targets.replace(images=targets.images.at[:, 40:70, 40:70].set(
+      jnp.array([0.0, 1.0, 0.0])))
+
+  def photometric(t, trim):
+    config = fit.FitConfig(identity=0.0, photometric_trim=trim)
+    return float(fit.fitting.fit_loss(truth, t, jnp.array([1.0, 0.0]), model, topology, None,
+                                      config=config)[1]["photometric"])
+
+  clean, hidden = photometric(targets, 0.3), photometric(occluded, 0.3)
+  untrimmed = photometric(occluded, 0.0)
+  assert untrimmed > 10 * photometric(targets, 0.0)
+  assert hidden < 0.2 * untrimmed
+  assert hidden < 1.5 * clean  # what is left is the clean image's own (edge) error
