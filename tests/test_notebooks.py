@@ -27,7 +27,7 @@ def test_notebook_runs(path, full_model):
     assert namespace["surface_rmse"] < 0.5 * namespace["mean_rmse"]
   if path.name == "quickstart.ipynb":
     assert namespace["faces"].shape == (4, 224, 224, 3)
-    assert namespace["landmark_error"] <= 0.05  # as tests/test_reconstruct.py
+    assert namespace["landmark_error"] <= 0.06  # as tests/test_reconstruct.py
     turntable = namespace["turntable"]
     assert turntable.shape == (6, 224, 224, 3)
     assert all(float(view.max()) > 0.1 for view in turntable)  # the face is in every view

@@ -34,8 +34,10 @@ def test_astronaut_is_reconstructed_and_a_faceless_image_fails_alone(tmp_path, c
   params = json.loads((out / "astronaut_params.json").read_text())
   # The residual against dlib's landmarks, not an error against truth: 2.6% with the
   # landmarks at full weight throughout; the schedule chosen on the synthetic tuning split
-  # (3D error), landmarks at a tenth once the photometric term is on, leaves ~4.4%.
-  assert params["landmark_error_over_interocular"] <= 0.05
+  # (3D error), landmarks at a tenth once the photometric term is on, leaves ~4.4%, and
+  # trimming colour outliers from the photometric term 5.5%, while on the synthetic
+  # tuning split it brings the fitted landmarks nearer the TRUE ones (NME 2.55 -> 1.65%).
+  assert params["landmark_error_over_interocular"] <= 0.06
   assert params["identity_cosine"] >= 0.80
   # The photo-pixel landmarks (the photo is 512 x 512): off the jaw contour (which the
   # fit lets slide to the silhouette) their error is about the one reported.
