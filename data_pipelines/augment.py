@@ -53,14 +53,14 @@ def _fold(seed: tf.Tensor, salt: int) -> tf.Tensor:
   return tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), salt)
 
 
-def sample_parameters(seed: tf.Tensor, num: int, *, output_size: int, rotation_degrees: float,
+def sample_parameters(seed: tf.Tensor, num: int, *, image_size: int, rotation_degrees: float,
                       translation: float, scale, color_scale, occlusion_probability: float) -> dict:
   """Draws the augmentation parameters of `num` frames.
 
   Args:
     seed: [2] int stateless seed.
     num: number of frames N.
-    output_size: side of the images the occluders are drawn on, pixels (the input
+    image_size: side of the images the occluders are drawn on, pixels (the input
       frames in `augment_frames`).
     rotation_degrees, translation, scale, color_scale, occlusion_probability: the
       ranges of `DEFAULT_RANGES`.
@@ -81,8 +81,8 @@ def sample_parameters(seed: tf.Tensor, num: int, *, output_size: int, rotation_d
       "shift": uniform(3, [num, 2], -translation, translation),
       "color": uniform(4, [num, 3], color_scale[0], color_scale[1]),
       "occlude": uniform(5, [num]) < occlusion_probability,
-      "centre": uniform(6, [num, 2], 0.15 * output_size, 0.85 * output_size),
-      "half_axes": uniform(7, [num, 2], 0.08 * output_size, 0.25 * output_size),
+      "centre": uniform(6, [num, 2], 0.15 * image_size, 0.85 * image_size),
+      "half_axes": uniform(7, [num, 2], 0.08 * image_size, 0.25 * image_size),
       "theta": uniform(8, [num], 0.0, math.pi),
       "ellipse": uniform(9, [num]) < 0.5,
       "frequency": uniform(10, [num, 2], 1.0, 6.0),
@@ -413,7 +413,7 @@ def augment_frames(frames: dict, seed: tf.Tensor, *, output_size: int, ranges: d
     raise ValueError("augment_frames needs static frame count and size")
   # Occluders are drawn on the input frames (one pass with the packing), so they move
   # with the face: a similarity-warped textured ellipse is still one.
-  params = sample_parameters(seed, num, output_size=input_size, **ranges)
+  params = sample_parameters(seed, num, image_size=input_size, **ranges)
   matrix = similarity_matrix(params["angle"], params["scale"], params["shift"],
                              input_size=input_size, output_size=output_size)
   words = pack_words(frames["image"], frames["mask"], frames.get("occlusion"),

@@ -207,11 +207,8 @@ def fit_loss(params, targets: FitTargets, stage: jax.Array, model, topology, ide
                         albedo=jnp.broadcast_to(albedo, (frames,) + albedo.shape),
                         light=params["light"], edge_antialias=False)
     mask = targets.masks * out.mask
-    if config.photometric_trim:
-      error = jnp.linalg.norm(jax.lax.stop_gradient(out.image) - targets.images, axis=-1)
-      mask = mask * (error < config.photometric_trim)
     terms["photometric"] = stage[0] * config.photometric * photometric.masked_photometric_loss(
-        out.image, targets.images, mask).mean()
+        out.image, targets.images, mask, trim=config.photometric_trim).mean()
     if use_identity:
       composite = out.image * mask[..., None] + targets.images * (1 - mask[..., None])
       rendered_id = identity_fn(identity_params, composite, targets.landmarks)

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 
 
 def masked_photometric_loss(rendered: jax.Array, target: jax.Array, mask: jax.Array, *,
-                            norm: str = "l21") -> jax.Array:
+                            norm: str = "l21", trim: float = 0.0) -> jax.Array:
   """Colour error over the masked pixels, normalised by the mask area.
 
   Args:
@@ -14,6 +14,9 @@ def masked_photometric_loss(rendered: jax.Array, target: jax.Array, mask: jax.Ar
     mask: [B, H, W] weights in [0, 1] (face region ∩ rendered coverage).
     norm: "l21" (mean per-pixel Euclidean colour distance, robust, Deng et al. 2019)
       or "l2" (mean squared error, MLFL-GA's pixel MSE).
+    trim: pixels whose colour distance is at least this (Euclidean, no gradient) leave
+      the mask, sum and area alike: what the model cannot explain (occluders, cast
+      shadows, highlights). 0 keeps every pixel.
   Returns:
     [B] loss per example; 0 where the mask is empty.
   """
@@ -21,6 +24,8 @@ def masked_photometric_loss(rendered: jax.Array, target: jax.Array, mask: jax.Ar
   chex.assert_shape(mask, rendered.shape[:-1])
   diff = rendered - target
   squared = jnp.sum(diff * diff, axis=-1)
+  if trim:
+    mask = mask * (jax.lax.stop_gradient(squared) < trim * trim)
   if norm == "l21":
     # sqrt has an infinite gradient at 0: guard it.
     per_pixel = jnp.sqrt(jnp.where(squared > 1e-12, squared, 1e-12))

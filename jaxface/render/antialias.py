@@ -88,6 +88,14 @@ def _pair_deltas(ids_p, ids_q, z_p, z_q, c_p, c_q, colour_p, colour_q, xy, topol
   return delta_p, delta_q
 
 
+def _depth_and_front(ids, depth, xy, topology: Topology):
+  """One image's pixel depth (inf off the mesh) and [F] front-facing triangles, no gradient."""
+  z = jnp.where(ids >= 0, jax.lax.stop_gradient(depth), jnp.inf)
+  tri_xy = xy[topology.triangles]
+  front = edge_function(tri_xy[:, 0], tri_xy[:, 1], tri_xy[:, 2]) < 0
+  return z, jax.lax.stop_gradient(front)
+
+
 def antialias(image: jax.Array, fragments: Fragments, xy: jax.Array,
               topology: Topology) -> jax.Array:
   """Blends colours across silhouette edges so that they have position gradients.
@@ -104,10 +112,7 @@ def antialias(image: jax.Array, fragments: Fragments, xy: jax.Array,
 
   def one(img, ids, depth, xy_i):
     height, width = ids.shape
-    z = jnp.where(ids >= 0, jax.lax.stop_gradient(depth), jnp.inf)
-    tri_xy = xy_i[topology.triangles]
-    front = edge_function(tri_xy[:, 0], tri_xy[:, 1], tri_xy[:, 2]) < 0
-    front = jax.lax.stop_gradient(front)
+    z, front = _depth_and_front(ids, depth, xy_i, topology)
     centres = jnp.stack(jnp.meshgrid(jnp.arange(width), jnp.arange(height), indexing="xy"),
                         -1).astype(xy_i.dtype) + 0.5
     out = img
@@ -152,12 +157,11 @@ def antialias_silhouettes(image: jax.Array, fragments: Fragments, xy: jax.Array,
 
   def one(img, ids, depth, xy_i):
     height, width, channels = img.shape
-    z = jnp.where(ids >= 0, jax.lax.stop_gradient(depth), jnp.inf)
-    tri_xy = xy_i[topology.triangles]
-    front = jax.lax.stop_gradient(edge_function(tri_xy[:, 0], tri_xy[:, 1], tri_xy[:, 2]) < 0)
+    z, front = _depth_and_front(ids, depth, xy_i, topology)
     silhouette = _silhouette_triangles(front, topology)
-    flat = lambda a: a.reshape((-1,) + a.shape[2:])
-    out, overflow = img.reshape(height * width, channels), jnp.zeros((), jnp.int32)
+    colours = img.reshape(height * width, channels)
+    centre = lambda pix: jnp.stack([pix % width, pix // width], -1).astype(xy_i.dtype) + 0.5
+    out, overflow = colours, jnp.zeros((), jnp.int32)
     # Horizontal pairs (p = (i, j), q = (i, j + 1)), then vertical (q = (i + 1, j)).
     for pair_shape, step in (((height, width - 1), 1), ((height - 1, width), width)):
       p = (jnp.arange(pair_shape[0])[:, None] * width + jnp.arange(pair_shape[1])[None]).ravel()
@@ -170,8 +174,6 @@ def antialias_silhouettes(image: jax.Array, fragments: Fragments, xy: jax.Array,
       keep = (jnp.arange(max_pairs) < count)[:, None]
       p_pix = p[index]
       q_pix = p_pix + step
-      centre = lambda pix: jnp.stack([pix % width, pix // width], -1).astype(xy_i.dtype) + 0.5
-      colours = flat(img)
       dp, dq = _pair_deltas(ids_p[index], ids_q[index], z_p[index], z_q[index], centre(p_pix),
                             centre(q_pix), colours[p_pix], colours[q_pix], xy_i, topology, front)
       out = out.at[p_pix].add(jnp.where(keep, dp, 0.0)).at[q_pix].add(jnp.where(keep, dq, 0.0))

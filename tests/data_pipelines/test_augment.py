@@ -71,7 +71,7 @@ def test_fused_warp_matches_image_projective_transform():
   rgbv = tf.constant(rng.integers(0, 256, (5, 40, 40, 4), dtype=np.uint8))
   frames = {"image": rgbv[..., :3], "mask": rgbv[..., 3], "landmarks": tf.zeros([5, 68, 2])}
   out = augment.augment_frames(frames, tf.constant([1, 2]), output_size=36, ranges=NO_OCCLUSION)
-  params = augment.sample_parameters(tf.constant([1, 2]), 5, output_size=36,
+  params = augment.sample_parameters(tf.constant([1, 2]), 5, image_size=40,
                                      **{**augment.DEFAULT_RANGES, **NO_OCCLUSION})
   reference = augment.warp_images(tf.cast(rgbv, tf.float32), out["matrix"], 36).numpy()
   expected = np.minimum(reference[..., :3] * params["color"].numpy()[:, None, None] / 255, 1)
