@@ -150,6 +150,21 @@ def landmarks_3d(model: MorphableModel, vertices: jax.Array) -> jax.Array:
   return jnp.sum(corners * model.landmark_bary[..., None], axis=-2)
 
 
+def scale_direction(model: MorphableModel) -> jax.Array:
+  """[Ks] unit vector: the identity coefficients along which the face's size grows fastest.
+
+  Size is the mean face's spread about its centroid; to first order a coefficient
+  change dc changes it by dc . g with g = basis^T (mean - centroid) (per unit of size),
+  so coefficient changes orthogonal to g leave the size alone. A single photo says
+  almost nothing about absolute size (it trades with camera distance), so a fit can
+  restrain this direction alone (`fit.FitConfig.scale_prior`).
+  """
+  basis = model.shape_basis.reshape(-1, model.shape_basis.shape[-1])  # [3V, Ks]
+  outward = (model.mean - model.mean.mean(0)).reshape(-1)
+  gradient = jnp.matmul(basis.T, outward, precision=_HIGHEST)
+  return gradient / jnp.linalg.norm(gradient)
+
+
 def region_weights(model: MorphableModel,
                    weights: tuple[float, ...] = PRNET_REGION_WEIGHTS) -> jax.Array:
   """[V] per-vertex loss weights from the region labels (default PRNet 16:4:3:0)."""

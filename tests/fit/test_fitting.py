@@ -121,3 +121,28 @@ def test_photometric_trim_drops_pixels_the_model_cannot_explain(scene):
   assert untrimmed > 10 * photometric(targets, 0.0)
   assert hidden < 0.2 * untrimmed
   assert hidden < 1.5 * clean  # what is left is the clean image's own (edge) error
+
+
+def test_profile_and_scale_priors_restrain_what_a_photo_cannot_tell(scene):
+  model, topology = scene
+  truth = _truth(np.random.default_rng(4), 2)
+  targets = _targets(model, topology, truth)
+  params = dict(truth, rotation=truth["rotation"].at[:, 1].set(jnp.array([0.0, np.pi / 3])))
+  config = fit.FitConfig(identity=0.0, photometric=0.0, shape_prior=0.05,
+                         shape_prior_profile=2.0, scale_prior=10.0)
+  terms = fit.fitting.fit_loss(params, targets, jnp.zeros(2), model, topology, None,
+                               config=config)[1]
+  squared = float(jnp.mean(truth["shape"] ** 2))
+  # Frames at yaw 0 and 60 degrees: the prior weight is 0.05 + 2 * mean(0, sin^4 60).
+  np.testing.assert_allclose(terms["shape_prior"], (0.05 + 2.0 * 0.5 * 0.75 ** 2) * squared,
+                             rtol=1e-5)
+  along = float(jnp.dot(truth["shape"], morphable.scale_direction(model)))
+  np.testing.assert_allclose(terms["scale_prior"], 10.0 * along ** 2, rtol=1e-4)
+  # The scale prior's gradient moves the shape only along the scaling direction.
+  gradient = jax.grad(lambda s: fit.fitting.fit_loss(
+      dict(params, shape=s), targets, jnp.zeros(2), model, topology, None,
+      config=fit.FitConfig(identity=0.0, photometric=0.0, landmark=0.0, eye_closure=0.0,
+                           shape_prior=0.0, shape_prior_profile=0.0, scale_prior=1.0))[0])(
+      truth["shape"])
+  direction = np.asarray(morphable.scale_direction(model))
+  np.testing.assert_allclose(np.asarray(gradient), 2 * along * direction, rtol=1e-4, atol=1e-6)

@@ -99,3 +99,23 @@ def test_check_scale_rejects_metres():
   points[36, 0], points[45, 0] = -0.045, 0.045
   with pytest.raises(ModelFormatError, match="units"):
     build.check_scale(points, "metre model")
+
+
+def test_scale_direction_is_where_the_size_changes():
+  model = _tiny_model(seed=3)
+  mean = np.asarray(model.mean)
+  outward = mean - mean.mean(0)
+  size = lambda shape: np.sum(  # first-order size change: projection on the outward field
+      (np.asarray(morphable.decode(model, shape, np.zeros(4))) - mean) * outward)
+  direction = np.asarray(morphable.scale_direction(model))
+  np.testing.assert_allclose(np.linalg.norm(direction), 1.0, rtol=1e-5)
+  assert size(0.01 * direction) > 0
+  rng = np.random.default_rng(4)
+  for _ in range(3):  # any change orthogonal to it keeps the size
+    other = rng.normal(size=5)
+    other -= np.dot(other, direction) * direction
+    assert abs(size(other)) < 1e-4 * abs(size(direction)) * np.linalg.norm(other)
+  # and it is the steepest: no unit change grows the size faster
+  for _ in range(3):
+    other = rng.normal(size=5)
+    assert size(other / np.linalg.norm(other)) <= size(direction) + 1e-6
