@@ -37,7 +37,7 @@ from jaxface.errors import JaxfaceError
 TEXTURE_SIZE = 1024
 # Last-resort HOG threshold when HOG (0.3) and the MMOD CNN find no face: the user says
 # the photo holds one (`detect.detect_faces(weak_min_score=...)`).
-WEAK_MIN_SCORE = -0.5
+WEAK_MIN_SCORE = -0.8
 # Jitted once per process: eager rendering dispatches thousands of small ops.
 _render = jax.jit(render.render, static_argnames=("edge_antialias", "cull_backfaces",
                                                   "capacity", "on_overflow"))

@@ -69,6 +69,17 @@ def test_cnn_fallback_runs_when_hog_finds_nothing(astronaut, monkeypatch):
   assert preprocess.detect_faces(head, cnn_fallback=False) == []
 
 
+def test_mmod_boxes_are_moved_to_where_hog_puts_the_face(astronaut):
+  head = detect.to_uint8(_face_region(astronaut, 0.8))
+  hog = detect._hog_detect(head, 1, 0.3)[0]
+  mmod = detect._mmod_detect(head, 1, 0.0)[0]
+  centre = lambda b: np.array([(b.left + b.right) / 2, (b.top + b.bottom) / 2])
+  shift = np.array(detect.MMOD_TO_HOG) * mmod.width
+  moved, raw = (np.linalg.norm(c - centre(hog)) / hog.width
+                for c in (centre(mmod), centre(mmod) - shift))
+  assert moved < 0.06 < raw
+
+
 def test_each_detector_sees_a_capped_copy_and_boxes_map_back(monkeypatch):
   seen = []
   def fake_mmod(pixels, upsample, min_score):
@@ -116,5 +127,11 @@ def test_weak_fallback_returns_the_best_low_scoring_face(astronaut):
   (box,) = preprocess.detect_faces(shaded, cnn_fallback=False, weak_min_score=-0.5)
   assert box.detector == "hog-weak" and -0.5 < box.score < 1.0
   assert 160 < box.left < 200 and 60 < box.top < 100  # the face, not background texture
+  # weak boxes narrower than weak_min_side are ignored
+  wider = preprocess.detect_faces(shaded, cnn_fallback=False, weak_min_score=-0.5,
+                                  weak_min_side=box.width + 1)
+  assert box not in wider and all(b.width > box.width for b in wider)
+  assert preprocess.detect_faces(shaded, cnn_fallback=False, weak_min_score=-0.5,
+                                 weak_min_side=1000) == []
   (crop,) = preprocess.detect_and_align(shaded, cnn_fallback=False, weak_min_score=-0.5)
   assert crop.box == box
