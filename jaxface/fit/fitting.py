@@ -175,7 +175,8 @@ def detector_landmarks(model, params, image_size) -> jax.Array:
 
 
 def fit_loss(params, targets: FitTargets, stage: jax.Array, model, topology, identity_params,
-             contour=None, *, config: FitConfig, identity_fn: Optional[Callable] = None):
+             contour=None, scale_direction=None, *, config: FitConfig,
+             identity_fn: Optional[Callable] = None):
   """The weighted fitting loss and its terms.
 
   Args:
@@ -185,6 +186,8 @@ def fit_loss(params, targets: FitTargets, stage: jax.Array, model, topology, ide
     contour: (candidates [17, C], sides [17]) of `contour.contour_candidates`: the jaw
       landmarks slide to the silhouette; None pins them to their vertices.
     identity_params: parameters passed to `identity_fn`.
+    scale_direction: [Ks] `morphable.scale_direction(model)`, for the scale prior
+      (computed here if None: one more pass over the shape basis per call).
     config: weights; terms with weight 0 are skipped (no rendering if both the
       photometric and identity weights are 0).
     identity_fn: (identity_params, images [T, H, W, 3], landmarks [T, 68, 2]) ->
@@ -207,13 +210,15 @@ def fit_loss(params, targets: FitTargets, stage: jax.Array, model, topology, ide
       "eye_closure": config.eye_closure * landmark_losses.eye_closure_loss(
           predicted, targets.landmarks, scale=scale).mean(),
       "shape_prior": shape_prior * regularization.coefficient_prior(params["shape"]),
-      "scale_prior": config.scale_prior * jnp.dot(
-          params["shape"], morphable.scale_direction(model)) ** 2,
       "expression_prior": config.expression_prior * regularization.coefficient_prior(
           params["expression"]).mean(),
       "albedo_prior": config.albedo_prior * regularization.coefficient_prior(params["albedo"]),
       "light_prior": config.light_prior * jnp.mean(params["light"][:, 1:] ** 2),
   }
+  if config.scale_prior:
+    if scale_direction is None:
+      scale_direction = morphable.scale_direction(model)
+    terms["scale_prior"] = config.scale_prior * jnp.dot(params["shape"], scale_direction) ** 2
   use_identity = bool(config.identity) and identity_fn is not None
   if config.photometric or use_identity:
     frames = vertices.shape[0]
@@ -235,11 +240,11 @@ def fit_loss(params, targets: FitTargets, stage: jax.Array, model, topology, ide
 
 @functools.partial(jax.jit, static_argnames=("config", "identity_fn"))
 def fit_step(params, opt_state, targets, stage, model, topology, identity_params, contour=None,
-             *, config: FitConfig, identity_fn=None):
+             scale_direction=None, *, config: FitConfig, identity_fn=None):
   """One Adam step on `fit_loss`; compiled once per shapes and config, then reused."""
   (_, terms), grads = jax.value_and_grad(fit_loss, has_aux=True)(
-      params, targets, stage, model, topology, identity_params, contour, config=config,
-      identity_fn=identity_fn)
+      params, targets, stage, model, topology, identity_params, contour, scale_direction,
+      config=config, identity_fn=identity_fn)
   updates, opt_state = optax.adam(config.learning_rate).update(grads, opt_state, params)
   return optax.apply_updates(params, updates), opt_state, terms
 
@@ -279,6 +284,7 @@ def fit(model, targets: FitTargets, *, config: FitConfig = FitConfig(),
   opt_state = optax.adam(config.learning_rate).init(params)
   contour = (tuple(jnp.asarray(a) for a in contour_lib.contour_candidates(model))
              if config.contour_marching else None)
+  scale_direction = morphable.scale_direction(model) if config.scale_prior else None
   landmarks_only = dataclasses.replace(config, photometric=0.0, identity=0.0)
   first_photometric = int(config.stages[0] * config.steps)
   first_identity = int(config.stages[1] * config.steps)
@@ -288,6 +294,7 @@ def fit(model, targets: FitTargets, *, config: FitConfig = FitConfig(),
     tic = time.perf_counter()
     params, opt_state, terms = fit_step(
         params, opt_state, targets, stage, model, topology, identity_params, contour,
+        scale_direction,
         config=landmarks_only if i < first_photometric else config,
         identity_fn=None if i < first_photometric else identity_fn)
     if i in (0, first_photometric):  # each stage's first call may compile
