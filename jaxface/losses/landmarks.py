@@ -9,7 +9,8 @@ EYELID_PAIRS = ((37, 41), (38, 40), (43, 47), (44, 46))
 
 
 def landmark_loss(predicted: jax.Array, target: jax.Array, *, weights: jax.Array | None = None,
-                  norm: str = "l2", scale: jax.Array | float = 1.0) -> jax.Array:
+                  norm: str = "l2", scale: jax.Array | float = 1.0,
+                  robust: float = 0.0) -> jax.Array:
   """Mean distance between predicted and target 2D landmarks.
 
   Args:
@@ -18,6 +19,9 @@ def landmark_loss(predicted: jax.Array, target: jax.Array, *, weights: jax.Array
     norm: "l2" (mean squared distance) or "l1" (mean absolute coordinate error).
     scale: pixels per unit of the result, e.g. the image size, so the loss does not
       depend on resolution.
+    robust: with "l2" and robust = c > 0 (units of the result), each point's squared
+      distance d^2 becomes c^2 log(1 + d^2 / c^2) (Cauchy): the same near 0, growing
+      only logarithmically past c, so a few grossly misplaced points pull little.
   Returns:
     [B] loss per example.
   """
@@ -26,6 +30,8 @@ def landmark_loss(predicted: jax.Array, target: jax.Array, *, weights: jax.Array
   diff = (predicted - target) / scale
   if norm == "l2":
     per_point = jnp.sum(diff * diff, axis=-1)
+    if robust:
+      per_point = robust ** 2 * jnp.log1p(per_point / robust ** 2)
   elif norm == "l1":
     per_point = jnp.sum(jnp.abs(diff), axis=-1)
   else:

@@ -146,3 +146,18 @@ def test_profile_and_scale_priors_restrain_what_a_photo_cannot_tell(scene):
       truth["shape"])
   direction = np.asarray(morphable.scale_direction(model))
   np.testing.assert_allclose(np.asarray(gradient), 2 * along * direction, rtol=1e-4, atol=1e-6)
+
+
+def test_multi_frame_evidence_divides_only_the_shared_identity_priors(scene):
+  model, topology = scene
+  truth = _truth(np.random.default_rng(5), 4)
+  targets = _targets(model, topology, truth)
+  terms = lambda evidence: fit.fitting.fit_loss(
+      truth, targets, jnp.zeros(2), model, topology, None,
+      config=fit.FitConfig(identity=0.0, photometric=0.0,
+                           multi_frame_evidence=evidence))[1]
+  one, joint = terms(0.0), terms(0.5)
+  for name in ("shape_prior", "scale_prior", "albedo_prior"):  # 4 frames: 4 ** -0.5
+    np.testing.assert_allclose(joint[name], one[name] / 2, rtol=1e-5)
+  for name in ("expression_prior", "landmark", "light_prior"):
+    np.testing.assert_allclose(joint[name], one[name], rtol=1e-6, atol=1e-9)

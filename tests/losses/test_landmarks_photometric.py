@@ -22,6 +22,20 @@ def test_landmark_loss_values():
     landmarks.landmark_loss(predicted[:, :60], target)
 
 
+def test_robust_landmark_loss_is_quadratic_near_zero_and_logarithmic_far():
+  target = jnp.zeros((1, 68, 2))
+  near = target.at[0, 0, 0].set(0.1)
+  far = target.at[0, 0, 0].set(100.0)
+  plain = lambda p: float(landmarks.landmark_loss(p, target)[0])
+  robust = lambda p: float(landmarks.landmark_loss(p, target, robust=2.0)[0])
+  np.testing.assert_allclose(robust(near), plain(near), rtol=1e-2)
+  np.testing.assert_allclose(robust(far), 4.0 * np.log1p(100.0 ** 2 / 4.0) / 68, rtol=1e-5)
+  # A point 100 units off pulls with 2 d c^2 / (c^2 + d^2), not 2 d.
+  gradient = jax.grad(lambda p: landmarks.landmark_loss(p, target, robust=2.0)[0])(far)
+  np.testing.assert_allclose(gradient[0, 0, 0], 2 * 100.0 * 4.0 / (4.0 + 100.0 ** 2) / 68,
+                             rtol=1e-4)
+
+
 def test_eye_closure_sees_lid_offsets_not_translation():
   rng = np.random.default_rng(0)
   target = jnp.asarray(rng.normal(size=(1, 68, 2)) * 10)
