@@ -129,7 +129,7 @@ def test_profile_and_scale_priors_restrain_what_a_photo_cannot_tell(scene):
   targets = _targets(model, topology, truth)
   params = dict(truth, rotation=truth["rotation"].at[:, 1].set(jnp.array([0.0, np.pi / 3])))
   config = fit.FitConfig(identity=0.0, photometric=0.0, shape_prior=0.05,
-                         shape_prior_profile=2.0, scale_prior=10.0)
+                         shape_prior_profile=2.0, scale_prior=10.0, multi_frame_evidence=0.0)
   terms = fit.fitting.fit_loss(params, targets, jnp.zeros(2), model, topology, None,
                                config=config)[1]
   squared = float(jnp.mean(truth["shape"] ** 2))
@@ -142,7 +142,8 @@ def test_profile_and_scale_priors_restrain_what_a_photo_cannot_tell(scene):
   gradient = jax.grad(lambda s: fit.fitting.fit_loss(
       dict(params, shape=s), targets, jnp.zeros(2), model, topology, None,
       config=fit.FitConfig(identity=0.0, photometric=0.0, landmark=0.0, eye_closure=0.0,
-                           shape_prior=0.0, shape_prior_profile=0.0, scale_prior=1.0))[0])(
+                           shape_prior=0.0, shape_prior_profile=0.0, scale_prior=1.0,
+                           multi_frame_evidence=0.0))[0])(
       truth["shape"])
   direction = np.asarray(morphable.scale_direction(model))
   np.testing.assert_allclose(np.asarray(gradient), 2 * along * direction, rtol=1e-4, atol=1e-6)
