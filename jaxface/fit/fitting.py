@@ -80,7 +80,8 @@ class FitConfig:
   # T ** multi_frame_evidence for T frames: the data terms are means over frames, so 0
   # weighs T photos as the evidence of one, 1 as T independent photos. dlib's errors
   # are not independent across frames of one face: on 12 tuning identities (4 frames,
-  # no identity term) 0 / 0.5 / 1 closed 0.68 / 0.72 / 0.70 of the gap (non-metrical).
+  # no identity term) 0 / 0.5 / 1 closed 0.68 / 0.72 / 0.70 of the gap (non-metrical);
+  # 0.78 at 0.5 with the Cauchy landmark loss.
   multi_frame_evidence: float = 0.5
   expression_prior: float = 5e-3
   albedo_prior: float = 5e-3
@@ -228,13 +229,15 @@ def fit_loss(params, targets: FitTargets, stage: jax.Array, model, topology, ide
       "shape_prior": shape_prior * regularization.coefficient_prior(params["shape"]),
       "expression_prior": config.expression_prior * regularization.coefficient_prior(
           params["expression"]).mean(),
-      "albedo_prior": shared * config.albedo_prior * regularization.coefficient_prior(params["albedo"]),
+      "albedo_prior": shared * config.albedo_prior * regularization.coefficient_prior(
+          params["albedo"]),
       "light_prior": config.light_prior * jnp.mean(params["light"][:, 1:] ** 2),
   }
   if config.scale_prior:
     if scale_direction is None:
       scale_direction = morphable.scale_direction(model)
-    terms["scale_prior"] = shared * config.scale_prior * jnp.dot(params["shape"], scale_direction) ** 2
+    terms["scale_prior"] = (shared * config.scale_prior
+                            * jnp.dot(params["shape"], scale_direction) ** 2)
   use_identity = bool(config.identity) and identity_fn is not None
   if config.photometric or use_identity:
     albedo = morphable.albedo(model, params["albedo"])
