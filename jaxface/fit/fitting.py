@@ -78,11 +78,12 @@ class FitConfig:
   scale_prior: float = 10.0
   # The shared identity's priors (shape, scale, albedo) are divided by
   # T ** multi_frame_evidence for T frames: the data terms are means over frames, so 0
-  # weighs T photos as the evidence of one, 1 as T independent photos. dlib's errors
-  # are not independent across frames of one face: on 12 tuning identities (4 frames,
-  # no identity term) 0 / 0.5 / 1 closed 0.68 / 0.72 / 0.70 of the gap (non-metrical);
-  # 0.78 at 0.5 with the Cauchy landmark loss.
-  multi_frame_evidence: float = 0.5
+  # weighs T photos as the evidence of one, 1 as T independent photos. On 12 tuning
+  # identities (4 frames, no identity term) 0 / 0.5 / 1 closed 0.68 / 0.72 / 0.70 of the
+  # gap (non-metrical) with a squared landmark loss, and 0.5 / 1 closed 0.78 / 0.83 with
+  # the Cauchy one (1 better for 9 of 12): once outlying landmarks pull little, the
+  # frames' evidence is close to independent.
+  multi_frame_evidence: float = 1.0
   expression_prior: float = 5e-3
   albedo_prior: float = 5e-3
   light_prior: float = 1e-3
