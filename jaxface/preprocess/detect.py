@@ -15,6 +15,7 @@ import functools
 import dlib
 import numpy as np
 from PIL import Image
+from PIL import ImageOps
 
 from jaxface import assets
 from jaxface.errors import JaxfaceError
@@ -51,7 +52,8 @@ class FaceBox:
       corners at integers), right > left, bottom > top; may extend past the image.
     score: detector confidence (HOG SVM margin or MMOD confidence; faces ~1, the
       detection threshold is `detect_faces(min_score=...)`).
-    detector: "hog", "mmod", "hog-weak" (`detect_faces(weak_min_score=...)`), or
+    detector: "hog", "mmod", "hog-weak" or "mmod-equalized" (last resorts,
+      `detect_faces(weak_min_score=...)`), or
       "landmarks" for a box made from landmarks.
   """
   left: float
@@ -164,12 +166,17 @@ def detect_faces(image: np.ndarray, *, upsample: int = 1, cnn_fallback: bool = T
       1.2 for the face); real faces score ~0.5-3 with either detector.
     detect_max_side: long side of the copy HOG sees, pixels.
     cnn_max_side: long side of the copy the CNN sees, pixels.
-    weak_min_score: when both detectors find nothing, HOG runs once more with one more
-      doubling and this lower threshold, and its best-scoring box is returned alone
-      (detector "hog-weak"). For callers that know the image holds a face (`jaxface
-      reconstruct`): profiles, occluded and unusually lit faces score -0.5-0.3 there
-      (on the tuning split of `benchmarks/accuracy_bench.py`, HOG at 0.3 found 35 of
-      96 faces, at -0.5 77), but so can background texture. None: no such fallback.
+    weak_min_score: when both detectors find nothing, two last resorts for callers
+      that know the image holds a face (`jaxface reconstruct`), first found wins:
+      HOG once more on the CNN's copy with two more doublings and this lower
+      threshold, its best box alone (detector "hog-weak"; ~1.5 s for a 512x512 copy
+      with upsample=1); then, with `cnn_fallback`, the CNN at
+      `min_score` on a histogram-equalised copy (detector "mmod-equalized": faces
+      in deep shadow or glare). Profiles, occluded and unusually lit faces score
+      -1-0.3 with HOG (on the tuning split of `benchmarks/accuracy_bench.py`, HOG
+      at 0.3 found 35 of 96 faces; two doublings at -1.0 found 90 with no box off
+      the face, one doubling at -0.8 86 with 3 off it), but so can background
+      texture. None: no last resort.
     weak_min_side: weak boxes narrower than this (pixels of `image`) are ignored:
       low-scoring boxes that small are mostly background texture (boxes of 10-30
       pixels on the tuning split's 256-pixel faces), and a face that small gives no
@@ -182,11 +189,15 @@ def detect_faces(image: np.ndarray, *, upsample: int = 1, cnn_fallback: bool = T
   if not boxes and cnn_fallback:
     boxes = _detect_downscaled(_mmod_detect, pixels, cnn_max_side, upsample, min_score)
   if not boxes and weak_min_score is not None:
-    weak = [box for box in _detect_downscaled(_hog_detect, pixels, detect_max_side,
-                                              upsample + 1, weak_min_score)
+    weak = [box for box in _detect_downscaled(_hog_detect, pixels, cnn_max_side,
+                                              upsample + 2, weak_min_score)
             if box.width >= weak_min_side]
-    return [dataclasses.replace(max(weak, key=lambda box: box.score), detector="hog-weak")
-            ] if weak else []
+    if weak:
+      return [dataclasses.replace(max(weak, key=lambda box: box.score), detector="hog-weak")]
+    if cnn_fallback:
+      equalized = np.asarray(ImageOps.equalize(Image.fromarray(pixels)))
+      boxes = [dataclasses.replace(box, detector="mmod-equalized") for box in
+               _detect_downscaled(_mmod_detect, equalized, cnn_max_side, upsample, min_score)]
   return sorted(boxes, key=lambda box: (-box.area, -box.score))
 
 

@@ -135,3 +135,12 @@ def test_weak_fallback_returns_the_best_low_scoring_face(astronaut):
                                  weak_min_side=1000) == []
   (crop,) = preprocess.detect_and_align(shaded, cnn_fallback=False, weak_min_score=-0.5)
   assert crop.box == box
+
+
+def test_last_resort_finds_a_face_in_deep_shadow_on_an_equalised_copy(astronaut):
+  dark = detect.to_uint8(astronaut[:256, 100:356] * 0.04)  # pixel values 0-10
+  assert preprocess.detect_faces(dark) == []
+  assert preprocess.detect_faces(dark, cnn_fallback=False, weak_min_score=-1.0) == []
+  (box,) = preprocess.detect_faces(dark, weak_min_score=-1.0)
+  assert box.detector == "mmod-equalized" and box.score > 0.3
+  assert 60 < box.left < 100 and 70 < box.width < 110  # HOG, unshaded: left 76, width 90
