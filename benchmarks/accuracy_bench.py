@@ -1,7 +1,7 @@
 """Shape accuracy of `jaxface reconstruct` on held-out synthetic faces with exact ground truth.
 
 Run: python benchmarks/accuracy_bench.py [--split test|tuning] [--identities 24] [--frames 4]
-         [--steps 200] [--checkpoint EXPORT.msgpack] [--no-identity] [--no-multi-frame]
+         [--steps 300] [--checkpoint EXPORT.msgpack] [--no-identity] [--no-multi-frame]
          [--fit NAME=VALUE ...] [--workdir DIR]
 
 Data: `jaxface synth --eval-layout` splits (bfm_sim_front, 256 x 256, yaw up to +-70
@@ -59,9 +59,11 @@ def _log(line: str) -> None:
   print(line, file=sys.stderr, flush=True)
 
 
-def fit_config(overrides: list[str], steps: int) -> fit.FitConfig:
+def fit_config(overrides: list[str], steps: int | None) -> fit.FitConfig:
   """`FitConfig` with NAME=VALUE overrides (floats, ints, or comma-separated tuples)."""
-  config = dataclasses.replace(fit.FitConfig(), steps=steps)
+  config = fit.FitConfig()
+  if steps is not None:
+    config = dataclasses.replace(config, steps=steps)
   for item in overrides:
     name, _, value = item.partition("=")
     if not hasattr(config, name) or not value:
@@ -242,7 +244,7 @@ def main():
   parser.add_argument("--identities", type=int, default=24)
   parser.add_argument("--frames", type=int, default=4)
   parser.add_argument("--limit", type=int, help="only the first N identities (quick looks)")
-  parser.add_argument("--steps", type=int, default=200)
+  parser.add_argument("--steps", type=int, help="default: `FitConfig.steps`")
   parser.add_argument("--checkpoint", help="a `jaxface export` file: its encoder starts the fit")
   parser.add_argument("--no-identity", action="store_true", help="fit without the identity loss")
   parser.add_argument("--no-multi-frame", action="store_true")
@@ -290,7 +292,7 @@ def main():
     reports["multi"] = synthetic_eval.evaluate_synthetic(run / "multi", gt, multi_frame=True)
   results = summarise(reports, runs, len(identities))
   results = {"split": args.split, "seed": SEEDS[args.split], "identities": len(identities),
-             "frames": args.frames, "steps": args.steps, "checkpoint": args.checkpoint,
+             "frames": args.frames, "steps": config.steps, "checkpoint": args.checkpoint,
              "identity_loss": not args.no_identity, "landmarks": args.landmarks,
              "fit_overrides": args.fit, **results}
   print_table(results, reports)

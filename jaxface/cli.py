@@ -256,7 +256,8 @@ def make_parser() -> argparse.ArgumentParser:
   p.add_argument("--multi-frame", action="store_true",
                  help="the photos show one person: fit one shared identity")
   p.add_argument("--model", default="bfm_sim_front", help="face model (see `jaxface info`)")
-  p.add_argument("--steps", type=int, default=200, help="optimisation steps per fit")
+  p.add_argument("--steps", type=int,
+                 help="optimisation steps per fit (default: `FitConfig.steps`, 300)")
   p.add_argument("--all-faces", action="store_true", help="every face, not only the largest")
   p.add_argument("--no-identity", action="store_true", help="skip the identity loss (faster)")
   p.add_argument("--checkpoint", help="a `jaxface export` file: its trained encoder starts "

@@ -200,7 +200,7 @@ class Summary:
 
 
 def reconstruct(paths, out_dir, *, model_spec="bfm_sim_front", multi_frame=False,
-                steps=200, all_faces=False, use_identity=True,
+                steps=None, all_faces=False, use_identity=True,
                 config: fit.FitConfig | None = None, checkpoint=None, landmarks=None,
                 log=print) -> Summary:
   """Reconstructs every image (or, with `multi_frame`, all of them as one person).
@@ -209,7 +209,7 @@ def reconstruct(paths, out_dir, *, model_spec="bfm_sim_front", multi_frame=False
     paths: image paths. out_dir: output folder (created).
     model_spec: "bfm_sim_front", "bfm_sim" or a model file (see `morphable.load_model`).
     multi_frame: fit one shared identity to the largest face of every image.
-    steps: optimisation steps. all_faces: every face, not only the largest.
+    steps: optimisation steps (None: `config.steps`). all_faces: every face, not only the largest.
     use_identity: include the dlib identity loss.
     checkpoint: a `jaxface export` file: its trained encoder's estimate starts the fit
       (`steps=0`: the estimate is the result, no fitting).
@@ -232,7 +232,9 @@ def reconstruct(paths, out_dir, *, model_spec="bfm_sim_front", multi_frame=False
   if checkpoint is not None:
     from jaxface.train import inference  # pylint: disable=import-outside-toplevel
     predictor = inference.load_predictor(checkpoint)
-  config = dataclasses.replace(config or fit.FitConfig(), steps=steps)
+  config = config or fit.FitConfig()
+  if steps is not None:
+    config = dataclasses.replace(config, steps=steps)
   summary, start = Summary(), time.perf_counter()
   groups = []  # (stem, photo, crops)
   for index, path in enumerate(paths):
