@@ -209,7 +209,8 @@ def reconstruct(paths, out_dir, *, model_spec="bfm_sim_front", multi_frame=False
     paths: image paths. out_dir: output folder (created).
     model_spec: "bfm_sim_front", "bfm_sim" or a model file (see `morphable.load_model`).
     multi_frame: fit one shared identity to the largest face of every image.
-    steps: optimisation steps (None: `config.steps`). all_faces: every face, not only the largest.
+    steps: optimisation steps (None: `config.steps`).
+    all_faces: every face, not only the largest.
     use_identity: include the dlib identity loss.
     checkpoint: a `jaxface export` file: its trained encoder's estimate starts the fit
       (`steps=0`: the estimate is the result, no fitting).
