@@ -169,7 +169,7 @@ def detect_faces(image: np.ndarray, *, upsample: int = 1, cnn_fallback: bool = T
     weak_min_score: when both detectors find nothing, two last resorts for callers
       that know the image holds a face (`jaxface reconstruct`), first found wins:
       HOG once more on the CNN's copy with two more doublings and this lower
-      threshold, its best box alone (detector "hog-weak"; ~1.5 s for a 512x512 copy
+      threshold, its best box alone (detector "hog-weak"; ~1.7 s for a 512x512 copy
       with upsample=1); then, with `cnn_fallback`, the CNN at
       `min_score` on a histogram-equalised copy (detector "mmod-equalized": faces
       in deep shadow or glare). Profiles, occluded and unusually lit faces score
