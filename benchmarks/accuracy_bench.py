@@ -263,7 +263,7 @@ def main():
   frames = synthetic_eval.read_frames(gt)
   identities = sorted({f["identity"] for f in frames})[:args.limit]
   frames = [f for f in frames if f["identity"] in identities]
-  options = {"steps": args.steps, "config": config, "checkpoint": args.checkpoint,
+  options = {"config": config, "checkpoint": args.checkpoint,
              "use_identity": not args.no_identity,
              "landmarks": ground_truth_landmarks(gt, frames) if args.landmarks == "ground_truth"
                           else None}

@@ -253,7 +253,7 @@ def reconstruct(paths, out_dir, *, model_spec="bfm_sim_front", multi_frame=False
       summary.failures += 1
       continue
     stem = pathlib.Path(path).stem
-    if crops[0].box.detector in ("hog-weak", "mmod-equalized"):
+    if crops[0].box.detector in preprocess.detect.LAST_RESORT_DETECTORS:
       log(f"  warning: {path}: face found only by a last resort ({crops[0].box.detector}, "
           f"score {crops[0].box.score:.2f}); check its overlay")
     for k, crop in enumerate(crops):

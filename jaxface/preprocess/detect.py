@@ -30,6 +30,9 @@ EYE_IMAGE_RIGHT = np.arange(42, 48)
 MOUTH = np.arange(48, 68)
 
 
+# `FaceBox.detector` of the boxes only the last resorts find (`detect_faces(weak_min_score=)`).
+LAST_RESORT_DETECTORS = ("hog-weak", "mmod-equalized")
+
 # The shape predictor was trained on HOG boxes; the MMOD CNN puts its box up and to
 # the left of HOG's for the same face. Median offset (x, y) in box widths over the 34
 # faces of the accuracy benchmark's tuning split that both detectors find (0.064,
