@@ -2,4 +2,4 @@
 
 from jaxface.fit.fitting import (FitConfig, FitResult, FitTargets, camera_for,
                                  detector_landmarks, fit, fit_loss, fit_step, init_params,
-                                 learning_rate_at, posed_vertices, projected_landmarks)
+                                 posed_vertices, projected_landmarks)

@@ -62,10 +62,6 @@ class FitConfig:
   # large pose / neutral 1.23 -> 1.19, fit 6.4 -> 10.1 s on 2 CPU cores.
   steps: int = 300
   learning_rate: float = 0.03
-  # Adam's step size falls along a half cosine from `learning_rate` when the
-  # photometric term switches on to this fraction of it at the last step
-  # (`learning_rate_at`); 1 keeps it constant.
-  final_learning_rate: float = 1.0
   # Fractions of `steps` at which the photometric and identity terms switch on.
   stages: tuple = (0.4, 0.8)
   landmark: float = 2e-2  # per squared pixel at 224 px
@@ -294,26 +290,6 @@ def fit_loss(params, targets: FitTargets, stage: jax.Array, model, topology, ide
   return sum(terms.values()), terms
 
 
-def learning_rate_at(config: FitConfig, step) -> jax.Array:
-  """Adam's step size at `step` (an int or a traced count).
-
-  Constant `config.learning_rate` while the landmarks place the head (before
-  `stages[0] * steps`), then a half cosine down to `learning_rate * final_learning_rate`
-  at step `steps - 1`.
-  """
-  start = int(config.stages[0] * config.steps)
-  span = max(config.steps - 1 - start, 1)
-  progress = jnp.clip((jnp.asarray(step, jnp.float32) - start) / span, 0.0, 1.0)
-  decay = config.final_learning_rate + (1.0 - config.final_learning_rate) * 0.5 * (
-      1.0 + jnp.cos(jnp.pi * progress))
-  return config.learning_rate * decay
-
-
-def _optimizer(config: FitConfig) -> optax.GradientTransformation:
-  """Adam on `learning_rate_at`; its state counts the steps taken."""
-  return optax.adam(functools.partial(learning_rate_at, config))
-
-
 @functools.partial(jax.jit, static_argnames=("config", "identity_fn"))
 def fit_step(params, opt_state, targets, stage, model, topology, identity_params, contour=None,
              scale_direction=None, *, config: FitConfig, identity_fn=None):
@@ -321,7 +297,7 @@ def fit_step(params, opt_state, targets, stage, model, topology, identity_params
   (_, terms), grads = jax.value_and_grad(fit_loss, has_aux=True)(
       params, targets, stage, model, topology, identity_params, contour, scale_direction,
       config=config, identity_fn=identity_fn)
-  updates, opt_state = _optimizer(config).update(grads, opt_state, params)
+  updates, opt_state = optax.adam(config.learning_rate).update(grads, opt_state, params)
   return optax.apply_updates(params, updates), opt_state, terms
 
 
@@ -357,7 +333,7 @@ def fit(model, targets: FitTargets, *, config: FitConfig = FitConfig(),
   topology = topology or render.make_topology(model.triangles)
   params = init if init is not None else init_params(
       model, np.asarray(targets.landmarks), np.asarray(targets.images), np.asarray(targets.masks))
-  opt_state = _optimizer(config).init(params)
+  opt_state = optax.adam(config.learning_rate).init(params)
   contour = (tuple(jnp.asarray(a) for a in contour_lib.contour_candidates(model))
              if config.contour_marching else None)
   scale_direction = morphable.scale_direction(model) if config.scale_prior else None

@@ -164,28 +164,6 @@ def test_multi_frame_evidence_divides_only_the_shared_identity_priors(scene):
     np.testing.assert_allclose(joint[name], one[name], rtol=1e-6, atol=1e-9)
 
 
-def test_learning_rate_holds_through_the_landmark_stage_then_falls_along_a_cosine():
-  config = fit.FitConfig(steps=101, stages=(0.2, 0.8), learning_rate=0.04,
-                         final_learning_rate=0.1)
-  rates = np.array([float(fit.learning_rate_at(config, i)) for i in range(config.steps)])
-  np.testing.assert_allclose(rates[:21], 0.04, rtol=1e-6)  # landmarks only: steps 0-19, and 20
-  np.testing.assert_allclose(rates[60], 0.04 * (0.1 + 0.9 * 0.5), rtol=1e-5)  # halfway
-  np.testing.assert_allclose(rates[-1], 0.004, rtol=1e-5)
-  assert np.all(np.diff(rates) <= 1e-9)
-  # The optimiser the fit steps with follows it: Adam's steps on a constant gradient
-  # are the step size itself.
-  optimiser = fit.fitting._optimizer(config)
-  params = {"x": jnp.zeros(3)}
-  state = optimiser.init(params)
-  sizes = []
-  for _ in range(config.steps):
-    updates, state = optimiser.update({"x": jnp.ones(3)}, state, params)
-    sizes.append(float(jnp.abs(updates["x"]).max()))
-  np.testing.assert_allclose(sizes, rates, rtol=1e-4)
-  constant = fit.FitConfig(steps=101)
-  np.testing.assert_allclose(float(fit.learning_rate_at(constant, 100)), constant.learning_rate)
-
-
 @pytest.mark.parametrize("angles", [(0.2, 0.9, 0.1), (-0.25, -1.1, -0.2), (0.0, 0.0, 0.0)])
 def test_initial_pose_comes_from_the_landmarks_of_a_turned_head(scene, angles):
   model, topology = scene
