@@ -121,48 +121,9 @@ def camera_for(params: dict, image_size: tuple[int, int]) -> render.Camera:
       focal=focal, distance=CAMERA_DISTANCE_MM, image_size=image_size)
 
 
-def pose_from_landmarks(model_points: np.ndarray, landmarks: np.ndarray, *, focal: float,
-                        image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-  """Head pose of one frame from its landmarks, in closed form (weak perspective).
-
-  Fits an affine camera to the 51 inner landmarks (the jaw contour slides with pose)
-  by least squares, takes the nearest rotation (SVD) and reads the distance from its
-  scale (f / depth). Starting a turned head frontal leaves it in a local minimum of
-  the robust landmark loss (outlying residuals pull little); from here the fit only
-  refines.
-
-  Args:
-    model_points: [68, 3] model landmarks, mm (e.g. the mean face's).
-    landmarks: [68, 2] detected landmarks, pixels (x right, y down).
-    focal: focal length, pixels. image_size: (height, width).
-  Returns:
-    (euler [3] radians (pitch, yaw, roll) for `render.euler_to_matrix`,
-     translation [3] mm for `render.perspective_camera`).
-  """
-  height, width = image_size
-  inner = np.arange(17, 68)
-  points = np.asarray(model_points, np.float64)[inner]
-  image = np.stack([landmarks[inner, 0] - width / 2, height / 2 - landmarks[inner, 1]], -1)
-  points_c, image_c = points - points.mean(0), image - image.mean(0)
-  affine = np.linalg.lstsq(points_c, image_c, rcond=None)[0].T  # [2, 3]
-  scale = np.linalg.norm(affine, axis=1).mean()
-  u, _, vt = np.linalg.svd(affine, full_matrices=False)
-  rows = u @ vt  # the nearest pair of orthonormal rows
-  rotation = np.stack([rows[0], rows[1], np.cross(rows[0], rows[1])])
-  euler = np.array([np.arctan2(rotation[2, 1], rotation[2, 2]),
-                    np.arcsin(np.clip(-rotation[2, 0], -1.0, 1.0)),
-                    np.arctan2(rotation[1, 0], rotation[0, 0])])
-  depth = focal / max(scale, 1e-6)  # camera to the landmarks' centroid, mm
-  centre = rotation @ points.mean(0)
-  translation = np.array([image.mean(0)[0] * depth / focal - centre[0],
-                          image.mean(0)[1] * depth / focal - centre[1],
-                          CAMERA_DISTANCE_MM - depth - centre[2]])
-  return euler, translation
-
-
 def init_params(model: morphable.MorphableModel, landmarks: np.ndarray,
                 images: np.ndarray, masks: np.ndarray) -> dict:
-  """Zero identity/expression, each frame's pose from its landmarks, flat light.
+  """Zero identity/expression, frontal pose placed and scaled from the landmarks, flat light.
 
   Args:
     landmarks: [T, 68, 2] detected landmarks (crop pixels).
@@ -174,8 +135,18 @@ def init_params(model: morphable.MorphableModel, landmarks: np.ndarray,
   frames, height, width = images.shape[:3]
   focal = FOCAL_AT_224 * width / 224.0
   model_points = np.asarray(morphable.landmarks_3d(model, model.mean))
-  poses = [pose_from_landmarks(model_points, np.asarray(landmarks[t], np.float64), focal=focal,
-                               image_size=(height, width)) for t in range(frames)]
+  # Projected size of the mean landmarks at the reference distance, vs detected size.
+  spread = lambda p: np.sqrt(np.mean(np.sum((p - p.mean(0)) ** 2, -1)))
+  size_at_d = focal * spread(model_points[:, :2]) / CAMERA_DISTANCE_MM
+  translation = np.zeros((frames, 3))
+  for t in range(frames):
+    ratio = spread(landmarks[t]) / size_at_d
+    depth = CAMERA_DISTANCE_MM / ratio  # camera distance to the face for that size
+    translation[t, 2] = CAMERA_DISTANCE_MM - depth
+    offset = landmarks[t].mean(0) - np.array([width / 2, height / 2])
+    centre = model_points.mean(0)
+    translation[t, 0] = offset[0] * depth / focal - centre[0]
+    translation[t, 1] = -offset[1] * depth / focal - centre[1]
   brightness = [images[t][masks[t] > 0].mean() if masks[t].any() else 0.5
                 for t in range(frames)]
   albedo_level = float(np.asarray(model.albedo_mean).mean())
@@ -183,9 +154,8 @@ def init_params(model: morphable.MorphableModel, landmarks: np.ndarray,
   return {
       "shape": jnp.zeros(model.num_shape), "albedo": jnp.zeros(model.num_albedo),
       "expression": jnp.zeros((frames, model.num_expression)),
-      "rotation": jnp.asarray(np.stack([p[0] for p in poses]), jnp.float32),
-      "translation": jnp.asarray(np.stack([p[1] for p in poses]) / TRANSLATION_UNIT_MM,
-                                 jnp.float32),
+      "rotation": jnp.zeros((frames, 3)),
+      "translation": jnp.asarray(translation / TRANSLATION_UNIT_MM, jnp.float32),
       "light": jnp.asarray(light, jnp.float32),
   }
 
