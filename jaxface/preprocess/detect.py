@@ -31,7 +31,8 @@ MOUTH = np.arange(48, 68)
 
 
 # `FaceBox.detector` of the boxes only the last resorts find (`detect_faces(weak_min_score=)`).
-LAST_RESORT_DETECTORS = ("hog-weak", "mmod-equalized")
+HOG_WEAK, MMOD_EQUALIZED = "hog-weak", "mmod-equalized"
+LAST_RESORT_DETECTORS = (HOG_WEAK, MMOD_EQUALIZED)
 
 # The shape predictor was trained on HOG boxes; the MMOD CNN puts its box up and to
 # the left of HOG's for the same face. Median offset (x, y) in box widths over the 34
@@ -196,10 +197,10 @@ def detect_faces(image: np.ndarray, *, upsample: int = 1, cnn_fallback: bool = T
                                               upsample + 2, weak_min_score)
             if box.width >= weak_min_side]
     if weak:
-      return [dataclasses.replace(max(weak, key=lambda box: box.score), detector="hog-weak")]
+      return [dataclasses.replace(max(weak, key=lambda box: box.score), detector=HOG_WEAK)]
     if cnn_fallback:
       equalized = np.asarray(ImageOps.equalize(Image.fromarray(pixels)))
-      boxes = [dataclasses.replace(box, detector="mmod-equalized") for box in
+      boxes = [dataclasses.replace(box, detector=MMOD_EQUALIZED) for box in
                _detect_downscaled(_mmod_detect, equalized, cnn_max_side, upsample, min_score)]
   return sorted(boxes, key=lambda box: (-box.area, -box.score))
 
