@@ -22,6 +22,8 @@ model-span oracle (ground truth projected onto the identity basis). Reported:
     has the same number of frames, so the baselines' pooled distances are those of the
     multi-frame layout too (each identity's mesh counted once per frame);
   - images whose fit is worse than the mean face (per-image medians) by > 0.1 mm;
+  - the same, and the gap closed on the medians of per-image medians, by fitted |yaw|
+    (0-20, 20-40, 40-90 degrees): where the single-image fit earns its shape;
   - per identity, the multi-frame error against the mean of its single-image errors;
   - 68-landmark 2D NME (% of sqrt(w h) of the ground-truth landmark box) of the fitted
     model and of the raw dlib landmarks;
@@ -53,6 +55,8 @@ SCENE = {"image_size": 256, "max_yaw": 70.0, "max_pitch": 20.0, "max_roll": 20.0
 MODEL = "bfm_sim_front"
 TAGS = ("neutral", "expression", "occluded", "large_pose", "key_light")
 WORSE_MARGIN_MM = 0.1
+# Fitted |yaw| bins (degrees) of the per-pose breakdown: where the single-image fit wins.
+YAW_BINS = ((0, 20), (20, 40), (40, 90))
 
 
 def _log(line: str) -> None:
@@ -120,10 +124,15 @@ def _reconstruct(paths, out, **options) -> dict:
   return {"seconds": summary.seconds, "errors": errors}
 
 
-def _fit_seconds(folder: pathlib.Path) -> tuple[list, list]:
-  """(fit seconds, compile seconds) of every `*_params.json` under `folder`."""
-  runs = [json.loads(p.read_text()) for p in sorted(folder.rglob("*_params.json"))]
-  return [r["fit_seconds"] for r in runs], [r["fit_compile_seconds"] for r in runs]
+def _fit_figures(folder: pathlib.Path) -> dict:
+  """Fit seconds and compile seconds (lists) and the fitted |yaw| in degrees per image
+  stem, from every `*_params.json` under `folder`."""
+  runs = {p.name[:-len("_params.json")]: json.loads(p.read_text())
+          for p in sorted(folder.rglob("*_params.json"))}
+  return {"fit_seconds": [r["fit_seconds"] for r in runs.values()],
+          "compile_seconds": [r["fit_compile_seconds"] for r in runs.values()],
+          "fitted_yaw_deg": {stem: abs(float(np.degrees(r["rotation_euler_xyz_rad"][1])))
+                             for stem, r in runs.items()}}
 
 
 def _gap(mean_face: float, oracle: float, method) -> float | None:
@@ -156,6 +165,18 @@ def summarise(reports: dict, runs: dict, identities: int) -> dict:
   worse = [k for k, v in per_image.items() if v > baseline[k] + WORSE_MARGIN_MM]
   out["single_images_evaluated"] = len(per_image)
   out["single_worse_than_mean_face_by_0.1mm_fraction"] = len(worse) / max(len(baseline), 1)
+  oracle_image = {row["item"]: row["non_metrical"]["median"] for row in oracle.items}
+  for low, high in YAW_BINS:
+    keys = [k for k, yaw in runs["single"]["fitted_yaw_deg"].items()
+            if low <= yaw < high and k in per_image]
+    name = f"single_fitted_yaw_{low}_{high}"
+    out[f"{name}_images"] = len(keys)
+    out[f"{name}_gap_closed_per_image_medians"] = _gap(
+        *(float(np.median([source[k] for k in keys])) for source in
+          (baseline, oracle_image, per_image))) if keys else None
+    out[f"{name}_worse_fraction"] = (
+        sum(per_image[k] > baseline[k] + WORSE_MARGIN_MM for k in keys) / len(keys)
+        if keys else None)
   neutral = _median(single, "non_metrical", "neutral")
   for tag in ("occluded", "large_pose"):
     value = _median(single, "non_metrical", tag)
@@ -221,6 +242,12 @@ def print_table(results: dict, reports: dict) -> None:
          results["multi_minus_single_per_identity_mean_mm"])
     show("identities where multi-frame beats its single-image mean",
          results["multi_better_than_single_identities"], "{:d}")
+  for low, high in YAW_BINS:
+    name = f"single_fitted_yaw_{low}_{high}"
+    gap, worse = results[f"{name}_gap_closed_per_image_medians"], results[f"{name}_worse_fraction"]
+    cell = "-" if gap is None else f"{gap:.2f} / {worse:.2f}"
+    print(f"{f'single, fitted |yaw| {low}-{high} deg: gap closed / worse':<62} {cell:>10}"
+          f"  ({results[f'{name}_images']} images)")
   show("landmark NME, fitted model, median (%)", results["landmark_nme_fitted_median_percent"])
   show("landmark NME, raw dlib, median (%)", results["landmark_nme_detected_median_percent"])
   show("images without a reconstruction", results["detection_failures"], "{:d}")
@@ -269,7 +296,7 @@ def main():
                           else None}
   run = workdir / f"run-{args.split}-{args.name}"
   runs = {"single": _reconstruct([gt / f["image"] for f in frames], run / "single", **options)}
-  runs["single"]["fit_seconds"], runs["single"]["compile_seconds"] = _fit_seconds(run / "single")
+  runs["single"].update(_fit_figures(run / "single"))
   if not args.no_multi_frame:
     start, errors = time.perf_counter(), []
     for identity in identities:
