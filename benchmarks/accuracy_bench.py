@@ -171,9 +171,9 @@ def summarise(reports: dict, runs: dict, identities: int) -> dict:
             if low <= yaw < high and k in per_image]
     name = f"single_fitted_yaw_{low}_{high}"
     out[f"{name}_images"] = len(keys)
-    out[f"{name}_gap_closed_per_image_medians"] = _gap(
-        *(float(np.median([source[k] for k in keys])) for source in
-          (baseline, oracle_image, per_image))) if keys else None
+    medians = [float(np.median([source[k] for k in keys])) if keys else None
+               for source in (baseline, oracle_image, per_image)]
+    out[f"{name}_gap_closed_per_image_medians"] = _gap(*medians) if keys else None
     out[f"{name}_worse_fraction"] = (
         sum(per_image[k] > baseline[k] + WORSE_MARGIN_MM for k in keys) / len(keys)
         if keys else None)
