@@ -139,6 +139,11 @@ def _gap(mean_face: float, oracle: float, method) -> float | None:
   return None if method is None else (mean_face - method) / (mean_face - oracle)
 
 
+def _per_image_medians(report) -> dict:
+  """{item: its non-metrical median error (mm)} of a synthetic evaluation report."""
+  return {row["item"]: row["non_metrical"]["median"] for row in report.items}
+
+
 def _median(report, metric: str, group: str = "all"):
   return report.results.get(metric, {}).get(group, {}).get("median")
 
@@ -160,23 +165,22 @@ def summarise(reports: dict, runs: dict, identities: int) -> dict:
         out[f"{name}_{variant}_gap_closed"] = _gap(
             _median(mean, variant), _median(oracle, variant), _median(reports[name], variant))
   single = reports["single"]
-  baseline = {row["item"]: row["non_metrical"]["median"] for row in mean.items}
-  per_image = {row["item"]: row["non_metrical"]["median"] for row in single.items}
-  worse = [k for k, v in per_image.items() if v > baseline[k] + WORSE_MARGIN_MM]
+  baseline, per_image = _per_image_medians(mean), _per_image_medians(single)
+  worse = {k for k, v in per_image.items() if v > baseline[k] + WORSE_MARGIN_MM}
   out["single_images_evaluated"] = len(per_image)
   out["single_worse_than_mean_face_by_0.1mm_fraction"] = len(worse) / max(len(baseline), 1)
-  oracle_image = {row["item"]: row["non_metrical"]["median"] for row in oracle.items}
+  oracle_image = _per_image_medians(oracle)
   for low, high in YAW_BINS:
     keys = [k for k, yaw in runs["single"]["fitted_yaw_deg"].items()
             if low <= yaw < high and k in per_image]
     name = f"single_fitted_yaw_{low}_{high}"
     out[f"{name}_images"] = len(keys)
-    medians = [float(np.median([source[k] for k in keys])) if keys else None
-               for source in (baseline, oracle_image, per_image)]
-    out[f"{name}_gap_closed_per_image_medians"] = _gap(*medians) if keys else None
-    out[f"{name}_worse_fraction"] = (
-        sum(per_image[k] > baseline[k] + WORSE_MARGIN_MM for k in keys) / len(keys)
-        if keys else None)
+    out[f"{name}_gap_closed_per_image_medians"] = out[f"{name}_worse_fraction"] = None
+    if keys:
+      out[f"{name}_gap_closed_per_image_medians"] = _gap(
+          *[float(np.median([source[k] for k in keys]))
+            for source in (baseline, oracle_image, per_image)])
+      out[f"{name}_worse_fraction"] = len(worse.intersection(keys)) / len(keys)
   neutral = _median(single, "non_metrical", "neutral")
   for tag in ("occluded", "large_pose"):
     value = _median(single, "non_metrical", tag)
@@ -245,9 +249,9 @@ def print_table(results: dict, reports: dict) -> None:
   for low, high in YAW_BINS:
     name = f"single_fitted_yaw_{low}_{high}"
     gap, worse = results[f"{name}_gap_closed_per_image_medians"], results[f"{name}_worse_fraction"]
-    cell = "-" if gap is None else f"{gap:.2f} / {worse:.2f}"
-    print(f"{f'single, fitted |yaw| {low}-{high} deg: gap closed / worse':<62} {cell:>10}"
-          f"  ({results[f'{name}_images']} images)")
+    images = results[f"{name}_images"]
+    show(f"single, fitted |yaw| {low}-{high}° ({images} images): gap closed / worse",
+         None if gap is None else f"{gap:.2f} / {worse:.2f}", "{}")
   show("landmark NME, fitted model, median (%)", results["landmark_nme_fitted_median_percent"])
   show("landmark NME, raw dlib, median (%)", results["landmark_nme_detected_median_percent"])
   show("images without a reconstruction", results["detection_failures"], "{:d}")
