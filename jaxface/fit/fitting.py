@@ -73,8 +73,11 @@ class FitConfig:
   photometric: float = 15.0
   identity: float = 0.3
   shape_prior: float = 0.05
-  # Added to `shape_prior` times sin(yaw)^4 (mean over frames): a turned head shows
-  # half the face, whose other half the data pull only by noise.
+  # Added to `shape_prior` times sin(yaw)^4 of the most frontal frame: a turned head
+  # shows half the face, whose other half the data pull only by noise, but one frontal
+  # frame of T shows all of it. On all 24 tuning identities (4 frames, no identity term)
+  # the most frontal frame's yaw closed 0.77 of the gap against 0.70 with the mean of
+  # sin^4 over the frames (better for 17 of 24 identities).
   shape_prior_profile: float = 2.0
   # Weight on the squared shape coefficient along `morphable.scale_direction`: a
   # photo does not tell a big face far away from a small one near.
@@ -223,7 +226,7 @@ def fit_loss(params, targets: FitTargets, stage: jax.Array, model, topology, ide
   frames = vertices.shape[0]
   shared = frames ** -config.multi_frame_evidence  # on the priors of the shared identity
   shape_prior = shared * (config.shape_prior
-                          + config.shape_prior_profile * jnp.mean(jnp.sin(yaw) ** 4))
+                          + config.shape_prior_profile * jnp.min(jnp.sin(yaw) ** 4))
   terms = {
       "landmark": landmark_weight * landmark_losses.landmark_loss(
           predicted, targets.landmarks, weights=weights, scale=scale,

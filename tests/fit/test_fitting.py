@@ -127,14 +127,14 @@ def test_profile_and_scale_priors_restrain_what_a_photo_cannot_tell(scene):
   model, topology = scene
   truth = _truth(np.random.default_rng(4), 2)
   targets = _targets(model, topology, truth)
-  params = dict(truth, rotation=truth["rotation"].at[:, 1].set(jnp.array([0.0, np.pi / 3])))
+  params = dict(truth, rotation=truth["rotation"].at[:, 1].set(jnp.array([np.pi / 3, -np.pi / 6])))
   config = fit.FitConfig(identity=0.0, photometric=0.0, shape_prior=0.05,
                          shape_prior_profile=2.0, scale_prior=10.0, multi_frame_evidence=0.0)
   terms = fit.fitting.fit_loss(params, targets, jnp.zeros(2), model, topology, None,
                                config=config)[1]
   squared = float(jnp.mean(truth["shape"] ** 2))
-  # Frames at yaw 0 and 60 degrees: the prior weight is 0.05 + 2 * mean(0, sin^4 60).
-  np.testing.assert_allclose(terms["shape_prior"], (0.05 + 2.0 * 0.5 * 0.75 ** 2) * squared,
+  # Frames at yaw 60 and -30 degrees: the most frontal one sets the prior, 0.05 + 2 sin^4 30.
+  np.testing.assert_allclose(terms["shape_prior"], (0.05 + 2.0 * 0.5 ** 4) * squared,
                              rtol=1e-5)
   along = float(jnp.dot(truth["shape"], morphable.scale_direction(model)))
   np.testing.assert_allclose(terms["scale_prior"], 10.0 * along ** 2, rtol=1e-4)
