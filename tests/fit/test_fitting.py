@@ -1,5 +1,7 @@
 """Fitting on synthetic renders with known parameters: landmarks, determinism, multi-frame."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -136,6 +138,9 @@ def test_profile_and_scale_priors_restrain_what_a_photo_cannot_tell(scene):
   # Frames at yaw 60 and -30 degrees: the most frontal one sets the prior, 0.05 + 2 sin^4 30.
   np.testing.assert_allclose(terms["shape_prior"], (0.05 + 2.0 * 0.5 ** 4) * squared,
                              rtol=1e-5)
+  eighth = fit.fitting.fit_loss(params, targets, jnp.zeros(2), model, topology, None,
+                                config=dataclasses.replace(config, shape_prior_profile_power=8.0))[1]
+  np.testing.assert_allclose(eighth["shape_prior"], (0.05 + 2.0 * 0.5 ** 8) * squared, rtol=1e-5)
   along = float(jnp.dot(truth["shape"], morphable.scale_direction(model)))
   np.testing.assert_allclose(terms["scale_prior"], 10.0 * along ** 2, rtol=1e-4)
   # The scale prior's gradient moves the shape only along the scaling direction.
@@ -162,3 +167,26 @@ def test_multi_frame_evidence_divides_only_the_shared_identity_priors(scene):
     np.testing.assert_allclose(joint[name], one[name] / 2, rtol=1e-5)
   for name in ("expression_prior", "landmark", "light_prior"):
     np.testing.assert_allclose(joint[name], one[name], rtol=1e-6, atol=1e-9)
+
+
+def test_landmark_noise_raises_the_priors_once_the_photometric_stage_is_on(scene):
+  model, topology = scene
+  truth = _truth(np.random.default_rng(6), 2)
+  targets = _targets(model, topology, truth)
+  # Detected landmarks 5 and 10 px (at 112 px: 10 and 20 px at 224) right of the model's.
+  targets = targets.replace(landmarks=targets.landmarks.at[:, :, 0].add(jnp.array([[5.0], [10.0]])))
+  contour = tuple(jnp.asarray(a) for a in fit.contour.contour_candidates(model))
+  terms = lambda noise, stage: fit.fitting.fit_loss(
+      truth, targets, jnp.array(stage), model, topology, None, contour,
+      config=fit.FitConfig(identity=0.0, photometric=0.0, landmark_noise_px=noise))[1]
+  plain, noisy = terms(0.0, [1.0, 0.0]), terms(5.0, [1.0, 0.0])
+  per_frame = np.mean(np.asarray(truth["expression"]) ** 2, axis=-1)
+  # Factors max(1, (10 / 5)^2) = 4 and (20 / 5)^2 = 16; the shape prior takes the smaller.
+  np.testing.assert_allclose(noisy["expression_prior"],
+                             fit.FitConfig().expression_prior * np.mean([4.0, 16.0] * per_frame),
+                             rtol=1e-3)
+  np.testing.assert_allclose(noisy["shape_prior"], 4.0 * plain["shape_prior"], rtol=1e-3)
+  # Not during the landmark stage.
+  before = terms(5.0, [0.0, 0.0])
+  np.testing.assert_allclose(before["shape_prior"], plain["shape_prior"], rtol=1e-6)
+  np.testing.assert_allclose(before["expression_prior"], plain["expression_prior"], rtol=1e-6)
