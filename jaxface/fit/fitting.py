@@ -96,7 +96,7 @@ class FitConfig:
   expression_prior: float = 5e-3
   # Landmarks the model cannot follow are the detector's guesses on a face it does not
   # see well (the landmark stage absorbs them into pose and expression: its mean distance
-  # is 2.5-5 px at 224 on every tuning image, the garbage ones included; the photometric
+  # is at most 5 px at 224 on every tuning image, the garbage ones included; the photometric
   # term shows them up). From the photometric stage on, each frame's expression prior is
   # multiplied by max(1, (r / landmark_noise_px)^2), r its current mean landmark distance
   # (px at 224, no gradient), and the shape prior by the most reliable frame's factor.
