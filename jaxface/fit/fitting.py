@@ -75,13 +75,13 @@ class FitConfig:
   shape_prior: float = 0.05
   # Added to `shape_prior` times sin(yaw)^4 (`shape_prior_profile_power`) of the most
   # frontal frame: a turned head shows half the face, whose other half the data pull
-  # only by noise, but one frontal frame of T shows all of it. On all 24 tuning identities (4 frames, no identity term)
-  # the most frontal frame's yaw closed 0.77 of the gap against 0.70 with the mean of
-  # sin^4 over the frames (better for 17 of 24 identities).
+  # only by noise, but one frontal frame of T shows all of it. On all 24 tuning
+  # identities (4 frames, no identity term) the most frontal frame's yaw closed 0.77 of
+  # the gap against 0.70 with the mean of sin^4 over the frames (better for 17 of 24).
   shape_prior_profile: float = 2.0
-  # The power of |sin(yaw)| in the turned-head prior: 8 with `shape_prior_profile` 3.56
-  # gives the same shape prior at 60° and 37-65% of it at 20-40°.
-  shape_prior_profile_power: float = 4.0
+  # The (integer) power of |sin(yaw)| in the turned-head prior: 8 with
+  # `shape_prior_profile` 3.56 gives the same shape prior at 60° and 37-65% of it at 20-40°.
+  shape_prior_profile_power: int = 4
   # Weight on the squared shape coefficient along `morphable.scale_direction`: a
   # photo does not tell a big face far away from a small one near.
   scale_prior: float = 10.0
@@ -96,8 +96,8 @@ class FitConfig:
   expression_prior: float = 5e-3
   # Landmarks the model cannot follow are the detector's guesses on a face it does not
   # see well (the landmark stage absorbs them into pose and expression: its mean distance
-  # is at most 5 px at 224 on every tuning image, the garbage ones included; the photometric
-  # term shows them up). From the photometric stage on, each frame's expression prior is
+  # is at most 5 px at 224 on every tuning image, the garbage ones included; the
+  # photometric term shows them up). From the photometric stage on, each frame's expression prior is
   # multiplied by max(1, (r / landmark_noise_px)^2), r its current mean landmark distance
   # (px at 224, no gradient), and the shape prior by the most reliable frame's factor.
   # 0 turns it off. Off by default until measured on the test split: on all 24 tuning

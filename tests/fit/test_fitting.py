@@ -139,7 +139,7 @@ def test_profile_and_scale_priors_restrain_what_a_photo_cannot_tell(scene):
   np.testing.assert_allclose(terms["shape_prior"], (0.05 + 2.0 * 0.5 ** 4) * squared,
                              rtol=1e-5)
   eighth = fit.fitting.fit_loss(params, targets, jnp.zeros(2), model, topology, None,
-                                config=dataclasses.replace(config, shape_prior_profile_power=8.0))[1]
+                                config=dataclasses.replace(config, shape_prior_profile_power=8))[1]
   np.testing.assert_allclose(eighth["shape_prior"], (0.05 + 2.0 * 0.5 ** 8) * squared, rtol=1e-5)
   along = float(jnp.dot(truth["shape"], morphable.scale_direction(model)))
   np.testing.assert_allclose(terms["scale_prior"], 10.0 * along ** 2, rtol=1e-4)
